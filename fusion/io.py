@@ -1,0 +1,309 @@
+"""Streaming Hugging Face checkpoint I/O: lazy per-tensor reads, planned shards written as tensors come.
+
+    reader = CheckpointReader("models/a")          # index json or a single model.safetensors
+    t = reader.get("model.layers.0.mlp.up_proj.weight")
+    with atomic_output_dir("out") as tmp:
+        w = ShardedWriter(tmp, [(name, shape, dtype), ...], max_shard_bytes=5 * 10**9)
+        w.write(name, tensor) ...; w.finish()
+
+The writer knows every output tensor's name, shape and dtype before the first byte (plan first,
+execute second), so it lays out each shard's safetensors header up front and writes each tensor's
+bytes at its offset when it is produced: peak memory is one tensor, not one shard or one model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from fusion.errors import FusevalError
+from fusion.files import atomic_write_text
+
+SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+    "U8": torch.uint8, "BOOL": torch.bool,
+    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+}
+DTYPE_CODES = {v: k for k, v in SAFETENSORS_DTYPES.items()}
+DTYPE_NAMES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+               "float64": torch.float64, "fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+# Files copied from the source model next to the merged weights (those that exist).
+MODEL_SIDE_FILES = (
+    "config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
+    "special_tokens_map.json", "tokenizer.model", "vocab.json", "merges.txt", "added_tokens.json",
+    "chat_template.jinja", "chat_template.json",
+)
+INDEX_NAME = "model.safetensors.index.json"
+SINGLE_NAME = "model.safetensors"
+DEFAULT_SHARD_BYTES = 5 * 10**9
+
+
+def parse_dtype(name: str) -> torch.dtype:
+    """Map a config dtype name ("bfloat16", "float32", ...) to a torch dtype."""
+    try:
+        return DTYPE_NAMES[str(name).lower()]
+    except KeyError:
+        raise FusevalError(f"unknown dtype {name!r}; choose one of float32, float16, bfloat16") from None
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """Where one tensor lives and what it is, read from a safetensors header."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    file: Path
+
+    @property
+    def nbytes(self) -> int:
+        return _numel(self.shape) * self.dtype.itemsize
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n
+
+
+def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:
+    """Parse a safetensors header (no tensor data read) and check it against the file size."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            raw_len = f.read(8)
+            if len(raw_len) < 8:
+                raise FusevalError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
+            (hlen,) = struct.unpack("<Q", raw_len)
+            if hlen > min(size - 8, 100 * 2**20):
+                raise FusevalError(f"{path}: corrupt safetensors header (declared length {hlen} bytes)")
+            header = json.loads(f.read(hlen))
+    except FileNotFoundError:
+        raise FusevalError(f"{path}: file not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise FusevalError(f"{path}: corrupt safetensors header ({e.__class__.__name__})") from None
+    out: dict[str, TensorInfo] = {}
+    data_len = size - 8 - hlen
+    for name, meta in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype = SAFETENSORS_DTYPES[meta["dtype"]]
+            shape = tuple(int(d) for d in meta["shape"])
+            begin, end = (int(x) for x in meta["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise FusevalError(f"{path}: tensor {name!r} has a malformed or unsupported header entry") from None
+        if end > data_len or end - begin != _numel(shape) * dtype.itemsize:
+            raise FusevalError(f"{path}: tensor {name!r} lies outside the file (truncated download?)")
+        out[name] = TensorInfo(name, shape, dtype, path)
+    return out
+
+
+class CheckpointReader:
+    """Lazy, memory-mapped access to the tensors of a Hugging Face model directory."""
+
+    def __init__(self, path: str | os.PathLike, allow_pickle: bool = False):
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise FusevalError(f"{self.path}: model directory not found")
+        self._infos: dict[str, TensorInfo] = {}
+        self._handles: dict[Path, object] = {}
+        self._pickled: dict[str, torch.Tensor] | None = None
+        self.config = self._read_config()
+        files = self._safetensors_files()
+        if files:
+            for f in files:
+                for name, info in read_safetensors_header(f).items():
+                    self._infos.setdefault(name, info)
+            self._check_index_covers()
+        else:
+            self._load_pickle(allow_pickle)
+
+    def _read_config(self) -> dict:
+        cfg = self.path / "config.json"
+        if not cfg.exists():
+            return {}
+        try:
+            return json.loads(cfg.read_text())
+        except json.JSONDecodeError as e:
+            raise FusevalError(f"{cfg}: invalid JSON ({e.msg} at line {e.lineno})") from None
+
+    def _safetensors_files(self) -> list[Path]:
+        index = self.path / INDEX_NAME
+        if index.exists():
+            try:
+                self._weight_map: dict[str, str] = json.loads(index.read_text())["weight_map"]
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise FusevalError(f"{index}: malformed index (needs a 'weight_map' object)") from None
+            files = sorted({self.path / f for f in self._weight_map.values()})
+            for f in files:
+                if not f.exists():
+                    raise FusevalError(f"{f}: shard listed in {INDEX_NAME} is missing")
+            return files
+        self._weight_map = {}
+        single = self.path / SINGLE_NAME
+        if single.exists():
+            return [single]
+        return sorted(self.path.glob("*.safetensors"))
+
+    def _check_index_covers(self) -> None:
+        for name, fname in self._weight_map.items():
+            info = self._infos.get(name)
+            if info is None or info.file.name != fname:
+                raise FusevalError(f"{self.path / fname}: tensor {name!r} listed in {INDEX_NAME} is not in that shard")
+
+    def _load_pickle(self, allow_pickle: bool) -> None:
+        bins = sorted(self.path.glob("pytorch_model*.bin")) or sorted(self.path.glob("*.bin"))
+        if not bins:
+            raise FusevalError(f"{self.path}: no *.safetensors or *.bin weights found")
+        if not allow_pickle:
+            raise FusevalError(f"{bins[0]}: pickle checkpoint refused (it can run code); convert to safetensors or pass --allow-pickle")
+        self._pickled = {}
+        for b in bins:
+            # Opted in: still restrict unpickling to tensors, memory-mapped.
+            state = torch.load(b, map_location="cpu", mmap=True, weights_only=True)
+            for name, t in state.items():
+                self._pickled[name] = t
+                self._infos[name] = TensorInfo(name, tuple(t.shape), t.dtype, b)
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._infos)
+
+    def info(self, name: str) -> TensorInfo:
+        try:
+            return self._infos[name]
+        except KeyError:
+            raise FusevalError(f"{self.path}: tensor {name!r} not found") from None
+
+    def get(self, name: str) -> torch.Tensor:
+        """Read one tensor (a fresh CPU tensor; the file stays memory-mapped)."""
+        info = self.info(name)
+        if self._pickled is not None:
+            return self._pickled[name]
+        handle = self._handles.get(info.file)
+        if handle is None:
+            handle = self._handles[info.file] = safe_open(str(info.file), framework="pt", device="cpu")
+        return handle.get_tensor(name)
+
+    def header_hash(self) -> str:
+        """A cheap content fingerprint: hash of every tensor's name, dtype, shape and file size."""
+        h = hashlib.sha256()
+        for name in sorted(self._infos):
+            i = self._infos[name]
+            h.update(f"{name}|{i.dtype}|{i.shape}|{i.file.name}|{i.file.stat().st_size}\n".encode())
+        return h.hexdigest()[:16]
+
+    def close(self) -> None:
+        self._handles.clear()
+
+    def __enter__(self) -> CheckpointReader:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def plan_shards(entries: list[tuple[str, tuple[int, ...], torch.dtype]], max_shard_bytes: int) -> list[list[tuple[str, tuple[int, ...], torch.dtype]]]:
+    """Group tensors, in order, into shards of at most `max_shard_bytes` (a bigger tensor gets its own)."""
+    shards: list[list] = [[]]
+    used = 0
+    for name, shape, dtype in entries:
+        nbytes = _numel(shape) * dtype.itemsize
+        if shards[-1] and used + nbytes > max_shard_bytes:
+            shards.append([])
+            used = 0
+        shards[-1].append((name, shape, dtype))
+        used += nbytes
+    return shards
+
+
+class ShardedWriter:
+    """Writes a planned set of tensors into safetensors shards, each tensor as soon as it is ready."""
+
+    def __init__(self, out_dir: Path, entries: list[tuple[str, tuple[int, ...], torch.dtype]],
+                 max_shard_bytes: int = DEFAULT_SHARD_BYTES, metadata: dict[str, str] | None = None):
+        if max_shard_bytes <= 0:
+            raise FusevalError(f"shard size must be positive, got {max_shard_bytes}")
+        self.out_dir = Path(out_dir)
+        shards = plan_shards(entries, max_shard_bytes)
+        n = len(shards)
+        self.files = [self.out_dir / (SINGLE_NAME if n == 1 else f"model-{i + 1:05d}-of-{n:05d}.safetensors") for i in range(n)]
+        self._where: dict[str, tuple[Path, int, tuple[int, ...], torch.dtype]] = {}
+        self.total_bytes = 0
+        for path, shard in zip(self.files, shards):
+            self._lay_out(path, shard, metadata or {})
+        self._pending = set(self._where)
+
+    def _lay_out(self, path: Path, shard: list, metadata: dict[str, str]) -> None:
+        header: dict[str, object] = {"__metadata__": {"format": "pt", **metadata}}
+        offset = 0
+        for name, shape, dtype in shard:
+            nbytes = _numel(shape) * dtype.itemsize
+            header[name] = {"dtype": DTYPE_CODES[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+            offset += nbytes
+        raw = json.dumps(header, separators=(",", ":")).encode()
+        raw += b" " * (-len(raw) % 8)  # the data section starts 8-byte aligned
+        start = 8 + len(raw)
+        with open(path, "wb") as f:
+            f.write(struct.pack("<Q", len(raw)))
+            f.write(raw)
+            f.truncate(start + offset)
+        for name, shape, dtype in shard:
+            self._where[name] = (path, start + header[name]["data_offsets"][0], shape, dtype)
+        self.total_bytes += offset
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        """Write one planned tensor's bytes into its place."""
+        path, pos, shape, dtype = self._where[name]
+        if tuple(tensor.shape) != shape:
+            raise FusevalError(f"{name}: produced shape {tuple(tensor.shape)} but planned {shape}")
+        t = tensor.detach().to(device="cpu", dtype=dtype).contiguous().reshape(-1)
+        data = t.view(torch.uint8).numpy() if t.numel() else b""
+        with open(path, "r+b") as f:
+            f.seek(pos)
+            f.write(data)
+        self._pending.discard(name)
+
+    def finish(self) -> list[Path]:
+        """Check every planned tensor was written and write the index (for more than one shard)."""
+        if self._pending:
+            raise FusevalError(f"{self.out_dir}: {len(self._pending)} planned tensors were never written, e.g. {sorted(self._pending)[0]!r}")
+        if len(self.files) > 1:
+            index = {"metadata": {"total_size": self.total_bytes},
+                     "weight_map": {name: w[0].name for name, w in self._where.items()}}
+            atomic_write_text(self.out_dir / INDEX_NAME, json.dumps(index, indent=2) + "\n")
+        return list(self.files)
+
+
+def copy_model_files(src: Path, dst: Path, out_dtype: torch.dtype | None = None) -> list[str]:
+    """Copy config, tokenizer, generation config and chat template files from `src` into `dst`."""
+    copied = []
+    for fname in MODEL_SIDE_FILES:
+        s = Path(src) / fname
+        if not s.exists():
+            continue
+        if fname == "config.json" and out_dtype is not None:
+            cfg = json.loads(s.read_text())
+            key = "dtype" if "dtype" in cfg else "torch_dtype"
+            cfg[key] = dtype_name(out_dtype)
+            atomic_write_text(dst / fname, json.dumps(cfg, indent=2) + "\n")
+        else:
+            shutil.copyfile(s, dst / fname)
+        copied.append(fname)
+    return copied

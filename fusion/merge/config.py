@@ -1,0 +1,93 @@
+"""The merge config: mergekit-style YAML, validated once; unknown keys are errors that name the key."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from fusion.errors import FusevalError
+from fusion.merge.params import check_value
+from fusion.merge.registry import get_method
+
+
+class ModelEntry(BaseModel):
+    """One input model of a merge."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(description="Path of a Hugging Face model directory (safetensors).")
+    parameters: dict[str, Any] = Field(default_factory=dict, description="Per-model parameters (weight, density, ...).")
+
+
+class MergeConfig(BaseModel):
+    """A merge recipe, compatible with mergekit's YAML for the shared subset."""
+
+    model_config = ConfigDict(extra="forbid")
+    merge_method: str = Field(description="Registered method name (linear, ties, dare_ties, slerp, sce, varm, ...).")
+    base_model: str | None = Field(default=None, description="θ: the common ancestor the deltas are taken against.")
+    models: list[ModelEntry] = Field(description="The models to merge, with per-model parameters.")
+    parameters: dict[str, Any] = Field(default_factory=dict, description="Global parameters and per-model defaults.")
+    dtype: str | None = Field(default=None, description="Compute dtype (mergekit's meaning); default float32.")
+    out_dtype: str | None = Field(default=None, description="Written dtype; default `dtype`, else the base's.")
+    tokenizer_source: str | None = Field(default=None, description="'base' or a model path to copy tokenizer/config from.")
+    seed: int = Field(default=0, description="Seed for random methods (DARE, DELLA); recorded in the recipe.")
+
+
+def _format_pydantic_error(path: str, err: ValidationError) -> str:
+    e = err.errors()[0]
+    loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+    if e["type"] == "extra_forbidden":
+        return f"{path}: unknown key '{loc}'"
+    if e["type"] == "missing":
+        return f"{path}: missing required key '{loc}'"
+    return f"{path}: {loc}: {e['msg']}"
+
+
+def load_merge_config(path: str | os.PathLike) -> MergeConfig:
+    """Read and validate a merge YAML; every problem is one line naming the file and key."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise FusevalError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise FusevalError(f"{path}: malformed YAML{where} ({getattr(e, 'problem', e)})") from None
+    return parse_merge_config(data, str(path))
+
+
+def parse_merge_config(data: Any, source: str = "<config>") -> MergeConfig:
+    """Validate a merge config given as a dict (see `load_merge_config`)."""
+    if not isinstance(data, dict):
+        raise FusevalError(f"{source}: expected a mapping at the top level")
+    if "slices" in data:
+        raise FusevalError(f"{source}: 'slices' is not supported yet; list whole models under 'models'")
+    try:
+        cfg = MergeConfig.model_validate(data)
+    except ValidationError as e:
+        raise FusevalError(_format_pydantic_error(source, e)) from None
+    method = get_method(cfg.merge_method)
+    model_keys = set(method.model_params.model_fields)
+    global_keys = set(method.global_params.model_fields)
+    for i, entry in enumerate(cfg.models):
+        for key, value in entry.parameters.items():
+            if key not in model_keys:
+                allowed = ", ".join(sorted(model_keys)) or "none"
+                raise FusevalError(f"{source}: unknown parameter 'models[{i}].parameters.{key}' for {cfg.merge_method} (per-model parameters: {allowed})")
+            check_value(value, f"{source}: models[{i}].parameters.{key}")
+    for key, value in cfg.parameters.items():
+        if key not in model_keys | global_keys:
+            allowed = ", ".join(sorted(model_keys | global_keys)) or "none"
+            raise FusevalError(f"{source}: unknown parameter 'parameters.{key}' for {cfg.merge_method} (allowed: {allowed})")
+        check_value(value, f"{source}: parameters.{key}")
+    if method.base == "required" and not cfg.base_model:
+        raise FusevalError(f"{source}: merge_method {cfg.merge_method} needs 'base_model'")
+    n = len([m for m in cfg.models if m.model != cfg.base_model]) if method.base == "required" else len(cfg.models)
+    if n < method.min_models or (method.max_models is not None and n > method.max_models):
+        want = f"{method.min_models}" + (f" to {method.max_models}" if method.max_models != method.min_models else "") if method.max_models else f"at least {method.min_models}"
+        raise FusevalError(f"{source}: {cfg.merge_method} takes {want} model(s) besides the base, got {n}")
+    return cfg

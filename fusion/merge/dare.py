@@ -1,0 +1,54 @@
+"""DARE: drop delta entries at random with probability 1 − density, rescale the rest, then combine.
+
+`rescale: density` (default) multiplies kept entries by 1/density as in the DARE paper, which keeps
+each entry's expectation; `rescale: l1` restores the delta's L1 norm as mergekit 0.1.5 does;
+`rescale: none` keeps them as they are. The drop mask comes from a generator seeded per tensor.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from fusion.merge.registry import register
+from fusion.merge.sparsify import random_drop
+from fusion.merge.task_arithmetic import TaskArithmeticParams, combine_deltas
+from fusion.merge.ties import DensityParams
+
+
+class DareParams(TaskArithmeticParams):
+    """Global parameters of DARE."""
+
+    rescale: Literal["density", "l1", "none"] = Field(
+        default="density", description="Kept entries × 1/p (density), × L1 ratio (l1, mergekit 0.1.5), or as is (none).")
+
+    @field_validator("rescale", mode="before")
+    @classmethod
+    def _mergekit_bool(cls, v):
+        # mergekit's boolean: true means its (0.1.5) L1-ratio rescale.
+        return {True: "l1", False: "none"}.get(v, v) if isinstance(v, bool) else v
+
+
+class DareTiesParams(DareParams):
+    """Global parameters of DARE-TIES (normalize on, as TIES)."""
+
+    normalize: bool = Field(default=True, description="Divide by the sum of weights of the agreeing models.")
+
+
+def _dropped(base, models, model_params, params, ctx):
+    return [random_drop(m - base, p.density, ctx.rng, params.rescale) for m, p in zip(models, model_params)]
+
+
+@register("dare_linear", model_params=DensityParams, global_params=DareParams)
+def dare_linear(base, models, model_params, params, ctx):
+    """θ + λ Σ w_i DARE(δ_i)."""
+    return combine_deltas(base, _dropped(base, models, model_params, params, ctx), [p.weight for p in model_params],
+                          consensus=False, normalize=params.normalize, lam=params.lambda_)
+
+
+@register("dare_ties", model_params=DensityParams, global_params=DareTiesParams)
+def dare_ties(base, models, model_params, params, ctx):
+    """TIES sign election over DARE-sparsified deltas."""
+    return combine_deltas(base, _dropped(base, models, model_params, params, ctx), [p.weight for p in model_params],
+                          consensus=True, normalize=params.normalize, lam=params.lambda_)

@@ -1,0 +1,256 @@
+"""Run a merge: plan (validate everything), then stream tensor by tensor into planned shards.
+
+    cfg = load_merge_config("merge.yml")
+    result = run_merge(cfg, "out/merged", config_path="merge.yml")
+
+Peak memory is about (number of models + 2) × the largest tensor in the compute dtype: inputs are
+read one tensor at a time from memory-mapped files and each result is written at its planned
+offset as soon as it exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import yaml
+from pydantic import ValidationError
+
+from fusion.errors import FusevalError
+from fusion.files import atomic_output_dir, atomic_write_text
+from fusion.io import (DEFAULT_SHARD_BYTES, CheckpointReader, ShardedWriter, copy_model_files, dtype_name,
+                       parse_dtype)
+from fusion.merge.config import MergeConfig
+from fusion.merge.params import layer_index, layer_position, resolve
+from fusion.merge.registry import MergeMethod, Params, TensorContext, get_method
+
+RECIPE_NAME = "fuseval_recipe.yml"
+WEIGHTS_NAME = "fuseval_merge_weights.json"
+# Methods whose mergekit kernels upcast to float32 whatever `dtype` says.
+FLOAT32_METHODS = {"linear", "slerp"}
+
+
+@dataclass(frozen=True)
+class MergeOptions:
+    """Run-time choices that are not part of the recipe's math."""
+
+    out_dtype: str | None = None
+    shard_bytes: int = DEFAULT_SHARD_BYTES
+    allow_pickle: bool = False
+    device: str = "cpu"
+    force: bool = False
+
+
+@dataclass
+class MergeResult:
+    """What a merge wrote."""
+
+    out_dir: Path
+    files: list[Path]
+    n_tensors: int
+    total_bytes: int
+    seconds: float
+    diagnostics: dict[str, dict] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Input:
+    label: str  # as written in the config
+    reader: CheckpointReader
+    raw_params: dict
+
+
+@dataclass(frozen=True)
+class _TensorPlan:
+    name: str
+    shape: tuple[int, ...]
+    out_dtype: torch.dtype
+    merge: bool  # False: a non-float buffer copied from the reference model
+    model_params: tuple[Params, ...] = ()
+    params: Params | None = None
+
+
+def _resolve_model_path(ref: str, config_path: Path | None) -> Path:
+    p = Path(ref).expanduser()
+    if p.is_dir() or p.is_absolute() or config_path is None:
+        return p
+    beside = config_path.parent / p
+    return beside if beside.is_dir() else p
+
+
+def _num_layers(reader: CheckpointReader) -> int:
+    for key in ("num_hidden_layers", "n_layer", "num_layers"):
+        if isinstance(reader.config.get(key), int):
+            return reader.config[key]
+    idx = [i for i in (layer_index(n) for n in reader.names) if i is not None]
+    return max(idx) + 1 if idx else 1
+
+
+def _check_compatible(ref: _Input, others: list[_Input]) -> None:
+    arch = (ref.reader.config.get("architectures"), ref.reader.config.get("model_type"))
+    ref_names = ref.reader.names
+    for o in others:
+        o_arch = (o.reader.config.get("architectures"), o.reader.config.get("model_type"))
+        if o_arch != arch:
+            raise FusevalError(f"{o.reader.path}: architecture {o_arch[0] or o_arch[1]} differs from {ref.reader.path} ({arch[0] or arch[1]})")
+        names = set(o.reader.names)
+        for n in ref_names:
+            if n not in names:
+                raise FusevalError(f"{o.reader.path}: tensor {n!r} is missing (present in {ref.reader.path})")
+            if o.reader.info(n).shape != ref.reader.info(n).shape:
+                raise FusevalError(f"{o.reader.path}: tensor {n!r} has shape {o.reader.info(n).shape}, {ref.reader.path} has {ref.reader.info(n).shape}")
+        extra = names - set(ref_names)
+        if extra:
+            raise FusevalError(f"{o.reader.path}: tensor {sorted(extra)[0]!r} is not in {ref.reader.path}")
+
+
+def _params_for(method: MergeMethod, cfg: MergeConfig, inputs: list[_Input], name: str, t: float,
+                source: str) -> tuple[tuple[Params, ...], Params]:
+    g = resolve(cfg.parameters, name, t)
+    model_keys = method.model_params.model_fields
+    try:
+        params = method.global_params(**{k: v for k, v in g.items() if k not in model_keys})
+    except ValidationError as e:
+        raise FusevalError(f"{source}: parameters for tensor {name!r}: {_first_error(e)}") from None
+    defaults = {k: v for k, v in g.items() if k in model_keys}
+    mps = []
+    for inp in inputs:
+        try:
+            mps.append(method.model_params(**{**defaults, **resolve(inp.raw_params, name, t)}))
+        except ValidationError as e:
+            raise FusevalError(f"{source}: model {inp.label}, tensor {name!r}: {_first_error(e)}") from None
+    return tuple(mps), params
+
+
+def _first_error(e: ValidationError) -> str:
+    err = e.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    if err["type"] == "missing":
+        return f"missing parameter '{loc}'"
+    return f"{loc + ': ' if loc else ''}{err['msg'].removeprefix('Value error, ')}"
+
+
+def _tensor_seed(seed: int, name: str) -> int:
+    # Per-tensor seeds make random methods independent of tensor order and resumable.
+    return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "little") & (2**63 - 1)
+
+
+def _check_finite(t: torch.Tensor, what: str) -> None:
+    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        raise FusevalError(f"{what} contains NaN or Inf")
+
+
+def run_merge(cfg: MergeConfig, out_dir: str | Path, *, config_path: str | Path | None = None,
+              options: MergeOptions = MergeOptions(),
+              progress: Callable[[str, int, int], None] | None = None) -> MergeResult:
+    """Merge the models of `cfg` into `out_dir` (atomically); `progress(name, done, total)` per tensor."""
+    start = time.perf_counter()
+    source = str(config_path) if config_path else "<config>"
+    config_path = Path(config_path) if config_path else None
+    method = get_method(cfg.merge_method)
+    out_dir = Path(out_dir)
+
+    def open_input(ref: str, raw: dict) -> _Input:
+        return _Input(ref, CheckpointReader(_resolve_model_path(ref, config_path), options.allow_pickle), raw)
+
+    entries = [(m.model, m.parameters) for m in cfg.models]
+    base = None
+    if method.base == "required":
+        base = open_input(cfg.base_model, {})
+        entries = [e for e in entries if e[0] != cfg.base_model]
+    elif cfg.base_model and cfg.base_model not in [e[0] for e in entries]:
+        entries.append((cfg.base_model, {}))  # mergekit: an unlisted base is one more input
+    inputs = [open_input(ref, raw) for ref, raw in entries]
+    ref = base or inputs[0]
+    for inp in ([base] if base else []) + inputs:
+        if inp.reader.path.resolve() == out_dir.resolve():
+            raise FusevalError(f"{out_dir}: output directory is one of the input models")
+    _check_compatible(ref, [i for i in inputs if i is not ref])
+
+    compute = parse_dtype(cfg.dtype) if cfg.dtype else torch.float32
+    if method.name in FLOAT32_METHODS and compute != torch.float64:
+        compute = torch.float32
+    forced_out = options.out_dtype or cfg.out_dtype or cfg.dtype
+    num_layers = _num_layers(ref.reader)
+
+    plan: list[_TensorPlan] = []
+    for name in ref.reader.names:
+        info = ref.reader.info(name)
+        if not info.dtype.is_floating_point:
+            plan.append(_TensorPlan(name, info.shape, info.dtype, merge=False))
+            continue
+        mps, params = _params_for(method, cfg, inputs, name, layer_position(name, num_layers), source)
+        out_dtype = parse_dtype(forced_out) if forced_out else info.dtype
+        plan.append(_TensorPlan(name, info.shape, out_dtype, True, mps, params))
+
+    side_src = ref.reader.path
+    if cfg.tokenizer_source not in (None, "base"):
+        if cfg.tokenizer_source == "union":
+            raise FusevalError(f"{source}: tokenizer_source 'union' is not supported; use 'base' or a model path")
+        side_src = _resolve_model_path(cfg.tokenizer_source, config_path)
+        if not side_src.is_dir():
+            raise FusevalError(f"{source}: tokenizer_source {cfg.tokenizer_source}: directory not found")
+
+    diagnostics: dict[str, dict] = {}
+    device = torch.device(options.device)
+    with atomic_output_dir(out_dir, force=options.force) as tmp:
+        writer = ShardedWriter(tmp, [(p.name, p.shape, p.out_dtype) for p in plan], options.shard_bytes,
+                               metadata={"fuseval_method": method.name})
+        for i, p in enumerate(plan):
+            if not p.merge:
+                writer.write(p.name, ref.reader.get(p.name))
+            else:
+                def load(inp: _Input) -> torch.Tensor:
+                    t = inp.reader.get(p.name)
+                    _check_finite(t, f"{inp.reader.path}: tensor {p.name!r}")
+                    return t.to(device=device, dtype=compute)
+
+                b = load(base) if base else None
+                models = [load(inp) for inp in inputs]
+                ctx = TensorContext(p.name, torch.Generator(device=device).manual_seed(_tensor_seed(cfg.seed, p.name)))
+                out = method.fn(b, models, list(p.model_params), p.params, ctx)
+                del b, models
+                _check_finite(out, f"merge result ({method.name}) for tensor {p.name!r}")
+                writer.write(p.name, out)
+                if ctx.notes:
+                    diagnostics[p.name] = ctx.notes
+            if progress:
+                progress(p.name, i + 1, len(plan))
+        files = writer.finish()
+        copy_model_files(side_src, tmp, out_dtype=parse_dtype(forced_out) if forced_out else None)
+        if diagnostics:
+            atomic_write_text(tmp / WEIGHTS_NAME, json.dumps(diagnostics, indent=1) + "\n")
+        recipe = _recipe(cfg, method, plan, base, inputs, compute, options, side_src)
+        atomic_write_text(tmp / RECIPE_NAME, yaml.safe_dump(recipe, sort_keys=False))
+    return MergeResult(out_dir, [out_dir / f.name for f in files], len(plan), writer.total_bytes,
+                       time.perf_counter() - start, diagnostics)
+
+
+def _recipe(cfg: MergeConfig, method: MergeMethod, plan: list[_TensorPlan], base: _Input | None,
+            inputs: list[_Input], compute: torch.dtype, options: MergeOptions, side_src: Path) -> dict:
+    from fusion import __version__
+
+    first = next((p for p in plan if p.merge), None)
+    return {
+        "fuseval_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config": cfg.model_dump(mode="json", exclude_none=True),
+        "resolved": {
+            "merge_method": method.name,
+            "compute_dtype": dtype_name(compute),
+            "out_dtypes": sorted({dtype_name(p.out_dtype) for p in plan}),
+            "seed": cfg.seed,
+            "shard_bytes": options.shard_bytes,
+            # Method defaults as they applied to the first merged tensor (e.g. DARE's rescale).
+            "global_parameters": first.params.model_dump(by_alias=True) if first else {},
+            "tokenizer_source": str(side_src),
+        },
+        "inputs": [{"model": i.label, "path": str(i.reader.path.resolve()), "header_hash": i.reader.header_hash(),
+                    "role": "base" if i is base else "model"} for i in ([base] if base else []) + inputs],
+    }

@@ -1,0 +1,94 @@
+"""Merge methods by name: each is a pure function on tensors plus pydantic parameter models.
+
+A method function has the signature
+
+    fn(base: Tensor | None, models: list[Tensor], model_params: list[P], params: G,
+       ctx: TensorContext) -> Tensor
+
+where every tensor is already in the compute dtype, `P` is the method's per-model parameter
+model and `G` its global one, both evaluated for this tensor (layer gradients and filters applied),
+and `ctx` carries the tensor's seeded generator and a place to note diagnostics (e.g. weights).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from pydantic import BaseModel, ConfigDict
+
+from fusion.errors import FusevalError
+
+
+class Params(BaseModel):
+    """Base for method parameter models: frozen, and unknown names are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class NoParams(Params):
+    """A method without parameters of this kind."""
+
+
+@dataclass
+class TensorContext:
+    """What a method may use besides tensors: its generator, and a notebook for diagnostics."""
+
+    name: str
+    rng: torch.Generator
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def note(self, **values: Any) -> None:
+        """Record diagnostics for this tensor (e.g. per-model weights), kept in the output."""
+        self.notes.update(values)
+
+
+@dataclass(frozen=True)
+class MergeMethod:
+    """A registered merge method."""
+
+    name: str
+    fn: Callable
+    model_params: type[Params]
+    global_params: type[Params]
+    # "required": the base is θ and is removed from the models list if listed there too;
+    # "optional": the base is merged only if it is listed in `models` (linear).
+    base: Literal["required", "optional"]
+    min_models: int = 1
+    max_models: int | None = None
+    description: str = ""
+
+
+METHODS: dict[str, MergeMethod] = {}
+
+
+def register(name: str, *, model_params: type[Params] = NoParams, global_params: type[Params] = NoParams,
+             base: Literal["required", "optional"] = "required", min_models: int = 1,
+             max_models: int | None = None) -> Callable[[Callable], Callable]:
+    """Decorator registering a merge function under `name`."""
+
+    def deco(fn: Callable) -> Callable:
+        doc = (fn.__doc__ or "").strip().splitlines()
+        METHODS[name] = MergeMethod(name, fn, model_params, global_params, base, min_models, max_models,
+                                    doc[0] if doc else "")
+        return fn
+
+    return deco
+
+
+def get_method(name: str) -> MergeMethod:
+    """Look a method up by name, with an error listing the known ones."""
+    _load_all()
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise FusevalError(f"unknown merge_method {name!r} (known: {', '.join(sorted(METHODS))})") from None
+
+
+def _load_all() -> None:
+    # Importing the method modules registers them.
+    from fusion.merge import (breadcrumbs, dare, della, linear, model_stock, sce,  # noqa: F401
+                              slerp, task_arithmetic, ties, varm)

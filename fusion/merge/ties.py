@@ -1,0 +1,29 @@
+"""TIES: trim each delta to its top-`density` magnitudes, elect a sign per entry, average the agreeing ones."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from fusion.merge.registry import register
+from fusion.merge.sparsify import magnitude
+from fusion.merge.task_arithmetic import TaskArithmeticParams, WeightParams, combine_deltas
+
+
+class DensityParams(WeightParams):
+    """Per-model parameters: weight and the kept fraction of the delta."""
+
+    density: float = Field(default=1.0, ge=0.0, le=1.0, description="Fraction of delta entries kept.")
+
+
+class TiesParams(TaskArithmeticParams):
+    """Global parameters of TIES (normalize on: divide by the agreeing models' weights)."""
+
+    normalize: bool = Field(default=True, description="Divide by the sum of weights of the agreeing models.")
+
+
+@register("ties", model_params=DensityParams, global_params=TiesParams)
+def ties(base, models, model_params, params, ctx):
+    """θ + λ Σ_{agree} w_i δ̂_i / Σ_{agree} w_i with δ̂_i the top-density entries of δ_i."""
+    deltas = [magnitude(m - base, p.density) for m, p in zip(models, model_params)]
+    return combine_deltas(base, deltas, [p.weight for p in model_params], consensus=True,
+                          normalize=params.normalize, lam=params.lambda_)

@@ -1,0 +1,1 @@
+"""fuseval's benchmark runner: serving, generation, judging, the run store and statistics."""

@@ -1,0 +1,1 @@
+"""fuseval's comparison reports: tables and figures rendered to HTML and Markdown."""
