@@ -37,10 +37,14 @@ class MergeConfig(BaseModel):
 
 
 def _format_pydantic_error(path: str, err: ValidationError) -> str:
-    e = err.errors()[0]
+    errors = err.errors()
+    # A misspelled key shows up as an unknown key plus a missing one: the unknown key is the news.
+    e = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
     loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
     if e["type"] == "extra_forbidden":
-        return f"{path}: unknown key '{loc}'"
+        missing = [".".join(map(str, x["loc"])) for x in errors if x["type"] == "missing"]
+        hint = f" (and '{missing[0]}' is missing: a misspelling?)" if missing else ""
+        return f"{path}: unknown key '{loc}'{hint}"
     if e["type"] == "missing":
         return f"{path}: missing required key '{loc}'"
     return f"{path}: {loc}: {e['msg']}"
@@ -70,7 +74,10 @@ def parse_merge_config(data: Any, source: str = "<config>") -> MergeConfig:
         cfg = MergeConfig.model_validate(data)
     except ValidationError as e:
         raise FusevalError(_format_pydantic_error(source, e)) from None
-    method = get_method(cfg.merge_method)
+    try:
+        method = get_method(cfg.merge_method)
+    except FusevalError as e:
+        raise FusevalError(f"{source}: {e}") from None
     model_keys = set(method.model_params.model_fields)
     global_keys = set(method.global_params.model_fields)
     for i, entry in enumerate(cfg.models):

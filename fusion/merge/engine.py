@@ -92,13 +92,17 @@ def _num_layers(reader: CheckpointReader) -> int:
     return max(idx) + 1 if idx else 1
 
 
+def _architecture(reader: CheckpointReader) -> str:
+    archs = reader.config.get("architectures") or []
+    return ",".join(archs) or reader.config.get("model_type") or "unknown"
+
+
 def _check_compatible(ref: _Input, others: list[_Input]) -> None:
-    arch = (ref.reader.config.get("architectures"), ref.reader.config.get("model_type"))
+    arch = _architecture(ref.reader)
     ref_names = ref.reader.names
     for o in others:
-        o_arch = (o.reader.config.get("architectures"), o.reader.config.get("model_type"))
-        if o_arch != arch:
-            raise FusevalError(f"{o.reader.path}: architecture {o_arch[0] or o_arch[1]} differs from {ref.reader.path} ({arch[0] or arch[1]})")
+        if _architecture(o.reader) != arch:
+            raise FusevalError(f"{o.reader.path}: architecture {_architecture(o.reader)} differs from {ref.reader.path} ({arch})")
         names = set(o.reader.names)
         for n in ref_names:
             if n not in names:

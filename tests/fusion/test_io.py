@@ -1,0 +1,125 @@
+import json
+import struct
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from fusion.errors import FusevalError
+from fusion.files import atomic_output_dir, atomic_write_text
+from fusion.io import INDEX_NAME, CheckpointReader, ShardedWriter, plan_shards
+
+
+def _entries(tensors):
+    return [(n, tuple(t.shape), t.dtype) for n, t in tensors.items()]
+
+
+@pytest.fixture
+def tensors():
+    g = torch.Generator().manual_seed(0)
+    return {
+        "a": torch.randn(10, 20, generator=g),
+        "b": torch.randn(300, generator=g).to(torch.bfloat16),
+        "c": torch.randn(4, 4, 4, generator=g).to(torch.float16),
+        "scalar": torch.tensor(3.5),
+        "ids": torch.arange(7, dtype=torch.int64),
+    }
+
+
+def test_writer_round_trip_single_file(tmp_path, tensors):
+    w = ShardedWriter(tmp_path, _entries(tensors))
+    for n in reversed(list(tensors)):  # any order: each tensor lands at its planned offset
+        w.write(n, tensors[n])
+    files = w.finish()
+    assert [f.name for f in files] == ["model.safetensors"]
+    assert not (tmp_path / INDEX_NAME).exists()
+    loaded = load_file(files[0])  # the official reader accepts our layout
+    for n, t in tensors.items():
+        assert torch.equal(loaded[n], t), n
+
+
+def test_writer_shards_and_index(tmp_path, tensors):
+    w = ShardedWriter(tmp_path, _entries(tensors), max_shard_bytes=700)
+    for n, t in tensors.items():
+        w.write(n, t)
+    files = w.finish()
+    assert len(files) > 1 and files[0].name == f"model-00001-of-{len(files):05d}.safetensors"
+    index = json.loads((tmp_path / INDEX_NAME).read_text())
+    assert set(index["weight_map"]) == set(tensors)
+    assert index["metadata"]["total_size"] == sum(t.numel() * t.element_size() for t in tensors.values())
+    reader = CheckpointReader(tmp_path)
+    for n, t in tensors.items():
+        assert torch.equal(reader.get(n), t)
+
+
+def test_plan_shards_respects_limit_and_order():
+    e = [(str(i), (100,), torch.float32) for i in range(10)]  # 400 bytes each
+    shards = plan_shards(e, 1000)
+    assert [len(s) for s in shards] == [2, 2, 2, 2, 2]
+    assert [x[0] for s in shards for x in s] == [str(i) for i in range(10)]
+    assert len(plan_shards([("big", (1000,), torch.float32)], 10)) == 1  # oversize tensor gets its own shard
+
+
+def test_writer_refuses_unfinished_and_wrong_shape(tmp_path, tensors):
+    w = ShardedWriter(tmp_path, _entries(tensors))
+    with pytest.raises(FusevalError, match="shape"):
+        w.write("a", torch.zeros(3))
+    w.write("a", tensors["a"])
+    with pytest.raises(FusevalError, match="never written"):
+        w.finish()
+
+
+def test_reader_errors(tmp_path, tensors):
+    save_file({"a": tensors["a"]}, tmp_path / "model-00001-of-00002.safetensors")
+    (tmp_path / INDEX_NAME).write_text(json.dumps({"weight_map": {"a": "model-00001-of-00002.safetensors",
+                                                                  "b": "model-00002-of-00002.safetensors"}}))
+    with pytest.raises(FusevalError, match="model-00002-of-00002.safetensors: shard listed .* is missing"):
+        CheckpointReader(tmp_path)
+
+
+def test_truncated_and_corrupt_headers(tmp_path, tensors):
+    d = tmp_path / "m"
+    d.mkdir()
+    save_file({"a": tensors["a"]}, d / "model.safetensors")
+    raw = (d / "model.safetensors").read_bytes()
+    (d / "model.safetensors").write_bytes(raw[:-10])
+    with pytest.raises(FusevalError, match="truncated"):
+        CheckpointReader(d)
+    (d / "model.safetensors").write_bytes(struct.pack("<Q", 40) + b"{not json" + b" " * 40)
+    with pytest.raises(FusevalError, match="corrupt safetensors header"):
+        CheckpointReader(d)
+    (d / "model.safetensors").write_bytes(b"abc")
+    with pytest.raises(FusevalError, match="not a safetensors file"):
+        CheckpointReader(d)
+
+
+def test_pickle_refused_unless_allowed(tmp_path, tensors):
+    torch.save({"a": tensors["a"]}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(FusevalError, match="pickle checkpoint refused.*--allow-pickle"):
+        CheckpointReader(tmp_path)
+    assert torch.equal(CheckpointReader(tmp_path, allow_pickle=True).get("a"), tensors["a"])
+
+
+def test_atomic_output_dir_removes_partial_on_error(tmp_path):
+    target = tmp_path / "out"
+    with pytest.raises(RuntimeError):
+        with atomic_output_dir(target) as tmp:
+            (tmp / "model.safetensors").write_text("half")
+            raise RuntimeError("crash")
+    assert list(tmp_path.iterdir()) == []
+    with atomic_output_dir(target) as tmp:
+        (tmp / "x").write_text("1")
+    with pytest.raises(FusevalError, match="exists; pass --force"):
+        with atomic_output_dir(target):
+            pass
+    with atomic_output_dir(target, force=True) as tmp:
+        (tmp / "y").write_text("2")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert [p.name for p in target.iterdir()] == ["y"]
+
+
+def test_atomic_write_text(tmp_path):
+    p = tmp_path / "sub" / "f.txt"
+    atomic_write_text(p, "hello")
+    assert p.read_text() == "hello"
+    assert [x.name for x in p.parent.iterdir()] == ["f.txt"]
