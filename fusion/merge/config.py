@@ -50,6 +50,11 @@ def _format_pydantic_error(path: str, err: ValidationError) -> str:
     return f"{path}: {loc}: {e['msg']}"
 
 
+def _keys(model: type[BaseModel]) -> set[str]:
+    """The names a YAML uses for a parameter model's fields (aliases such as `lambda` included)."""
+    return {f.alias or name for name, f in model.model_fields.items()}
+
+
 def load_merge_config(path: str | os.PathLike) -> MergeConfig:
     """Read and validate a merge YAML; every problem is one line naming the file and key."""
     path = Path(path)
@@ -78,8 +83,8 @@ def parse_merge_config(data: Any, source: str = "<config>") -> MergeConfig:
         method = get_method(cfg.merge_method)
     except FusevalError as e:
         raise FusevalError(f"{source}: {e}") from None
-    model_keys = set(method.model_params.model_fields)
-    global_keys = set(method.global_params.model_fields)
+    model_keys = _keys(method.model_params)
+    global_keys = _keys(method.global_params)
     for i, entry in enumerate(cfg.models):
         for key, value in entry.parameters.items():
             if key not in model_keys:

@@ -223,3 +223,13 @@ def test_mergekit_style_global_defaults_and_unlisted_base_for_linear(tiny_set, t
     base, v, out = _load(tiny_set["base"]), _load(tiny_set["variant1"]), _load(tmp_path / "out")
     for n in base:
         torch.testing.assert_close(out[n], (base[n] + v[n]) / 2, rtol=1e-6, atol=1e-7)
+
+
+def test_lambda_key_is_accepted_and_applied(tiny_set, tmp_path, write_yaml):
+    cfg = load_merge_config(write_yaml({
+        "merge_method": "task_arithmetic", "base_model": str(tiny_set["base"]),
+        "models": [{"model": str(tiny_set["variant1"]), "parameters": {"weight": 1.0}}], "parameters": {"lambda": 0.5}}))
+    run_merge(cfg, tmp_path / "out")
+    base, v, out = _load(tiny_set["base"]), _load(tiny_set["variant1"]), _load(tmp_path / "out")
+    n = "model.layers.1.mlp.down_proj.weight"
+    torch.testing.assert_close(out[n], base[n] + 0.5 * (v[n] - base[n]), rtol=1e-6, atol=1e-7)
