@@ -6,6 +6,10 @@
         w = ShardedWriter(tmp, [(name, shape, dtype), ...], max_shard_bytes=5 * 10**9)
         w.write(name, tensor) ...; w.finish()
 
+The reader maps one tensor's byte range at a time, converts it straight into the requested dtype
+and unmaps it, so only the tensors in use count toward resident memory (a file mapped for a whole
+run keeps every page it touched resident).
+
 The writer knows every output tensor's name, shape and dtype before the first byte (plan first,
 execute second), so it lays out each shard's safetensors header up front and writes each tensor's
 bytes at its offset when it is produced: peak memory is one tensor, not one shard or one model.
@@ -15,15 +19,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import mmap
 import os
+import warnings
 import shutil
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
-
 from fusion.errors import FusevalError
 from fusion.files import atomic_write_text
 
@@ -68,6 +72,7 @@ class TensorInfo:
     shape: tuple[int, ...]
     dtype: torch.dtype
     file: Path
+    offset: int = 0  # absolute byte offset of the data in `file`
 
     @property
     def nbytes(self) -> int:
@@ -110,7 +115,7 @@ def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:
             raise FusevalError(f"{path}: tensor {name!r} has a malformed or unsupported header entry") from None
         if end > data_len or end - begin != _numel(shape) * dtype.itemsize:
             raise FusevalError(f"{path}: tensor {name!r} lies outside the file (truncated download?)")
-        out[name] = TensorInfo(name, shape, dtype, path)
+        out[name] = TensorInfo(name, shape, dtype, path, 8 + hlen + begin)
     return out
 
 
@@ -122,7 +127,6 @@ class CheckpointReader:
         if not self.path.is_dir():
             raise FusevalError(f"{self.path}: model directory not found")
         self._infos: dict[str, TensorInfo] = {}
-        self._handles: dict[Path, object] = {}
         self._pickled: dict[str, torch.Tensor] | None = None
         self.config = self._read_config()
         files = self._safetensors_files()
@@ -191,15 +195,33 @@ class CheckpointReader:
         except KeyError:
             raise FusevalError(f"{self.path}: tensor {name!r} not found") from None
 
-    def get(self, name: str) -> torch.Tensor:
-        """Read one tensor (a fresh CPU tensor; the file stays memory-mapped)."""
+    def get(self, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Read one tensor into memory of its own, converted to `dtype` if given."""
         info = self.info(name)
         if self._pickled is not None:
-            return self._pickled[name]
-        handle = self._handles.get(info.file)
-        if handle is None:
-            handle = self._handles[info.file] = safe_open(str(info.file), framework="pt", device="cpu")
-        return handle.get_tensor(name)
+            t = self._pickled[name]
+            return t.to(dtype) if dtype is not None and dtype != t.dtype else t.clone()
+        numel = _numel(info.shape)
+        if numel == 0:
+            return torch.empty(info.shape, dtype=dtype or info.dtype)
+        start = info.offset - info.offset % mmap.ALLOCATIONGRANULARITY
+        with open(info.file, "rb") as f:
+            mm = mmap.mmap(f.fileno(), info.offset + info.nbytes - start, offset=start, access=mmap.ACCESS_READ)
+        try:
+            mm.madvise(mmap.MADV_SEQUENTIAL)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # read-only buffer: we copy out of it
+                mapped = torch.frombuffer(mm, dtype=info.dtype, count=numel, offset=info.offset - start)
+            mapped = mapped.reshape(info.shape)
+            # One pass from the page cache into the compute dtype (or a plain copy).
+            out = mapped.to(dtype) if dtype is not None and dtype != info.dtype else mapped.clone()
+            del mapped
+        finally:
+            try:
+                mm.close()
+            except BufferError:  # still referenced somewhere: the mapping goes with its last reference
+                pass
+        return out
 
     def header_hash(self) -> str:
         """A cheap content fingerprint: hash of every tensor's name, dtype, shape and file size."""
@@ -210,7 +232,7 @@ class CheckpointReader:
         return h.hexdigest()[:16]
 
     def close(self) -> None:
-        self._handles.clear()
+        self._pickled = None
 
     def __enter__(self) -> CheckpointReader:
         return self

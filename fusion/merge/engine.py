@@ -146,7 +146,8 @@ def _tensor_seed(seed: int, name: str) -> int:
 
 
 def _check_finite(t: torch.Tensor, what: str) -> None:
-    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+    # A NaN or Inf anywhere makes the sum non-finite; only then (or on overflow) look element-wise.
+    if t.is_floating_point() and not bool(torch.isfinite(t.sum())) and not bool(torch.isfinite(t).all()):
         raise FusevalError(f"{what} contains NaN or Inf")
 
 
@@ -211,9 +212,9 @@ def run_merge(cfg: MergeConfig, out_dir: str | Path, *, config_path: str | Path 
                 writer.write(p.name, ref.reader.get(p.name))
             else:
                 def load(inp: _Input) -> torch.Tensor:
-                    t = inp.reader.get(p.name)
+                    t = inp.reader.get(p.name, dtype=compute)
                     _check_finite(t, f"{inp.reader.path}: tensor {p.name!r}")
-                    return t.to(device=device, dtype=compute)
+                    return t.to(device)
 
                 b = load(base) if base else None
                 models = [load(inp) for inp in inputs]

@@ -19,11 +19,13 @@ class LinearParams(Params):
 @register("linear", model_params=WeightParams, global_params=LinearParams, base="optional")
 def linear(base, models, model_params, params, ctx):
     """Σ w_i φ_i, divided by Σ w_i when normalize is on."""
-    w = torch.tensor([p.weight for p in model_params], dtype=models[0].dtype, device=models[0].device)
-    out = (torch.stack(models) * w.view(-1, *([1] * models[0].dim()))).sum(dim=0)
+    weights = [p.weight for p in model_params]
+    out = models[0] * weights[0]
+    for m, w in zip(models[1:], weights[1:]):
+        out.add_(m, alpha=w)
     if params.normalize:
-        total = float(w.sum())
+        total = sum(weights)
         if abs(total) < 1e-12:
             raise FusevalError("linear merge: the weights sum to 0, cannot normalize (set normalize: false)")
-        out = out / total
+        out.div_(total)
     return out

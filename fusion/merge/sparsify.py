@@ -1,8 +1,9 @@
 """Sparsification of task vectors (deltas): magnitude top-k, random drop (DARE), outliers, rank sampling.
 
 All functions take one delta tensor and return a tensor of the same shape. Selecting the top k
-magnitudes uses a linear-time selection (numpy's introselect) instead of a full sort: mergekit
-argsorts every delta, which dominates its TIES time on large models.
+magnitudes uses a sampled bracket plus a linear-time selection instead of a full sort: mergekit
+argsorts every delta, which dominates its TIES time on large models. The counting and masking
+passes run in numpy, whose boolean reductions are several times faster than torch's on CPU.
 """
 
 from __future__ import annotations
@@ -15,6 +16,35 @@ import torch
 Rescale = Literal["density", "l1", "none"]
 
 
+# Below this size a plain partition is cheapest; above it, a sample narrows the search first.
+_SAMPLED_SELECT_MIN = 1 << 20
+_SAMPLE_SIZE = 1 << 16
+
+
+def kth_largest(values: np.ndarray, k: int) -> float:
+    """The k-th largest entry of a flat float tensor (1 <= k <= numel), exactly.
+
+    For large tensors, a strided sample brackets the answer between two bounds with a wide
+    safety margin; counting entries above the upper bound and selecting within the bracket (a
+    tiny fraction of the tensor) replaces a partition of the whole tensor. If the bracket misses,
+    fall back to the full partition, so the result is always exact.
+    """
+    n = values.size
+    if n >= _SAMPLED_SELECT_MIN:
+        sample = np.sort(values[:: n // _SAMPLE_SIZE])
+        s = sample.size
+        pos = (1 - k / n) * (s - 1)  # where the answer sits in the sorted sample
+        margin = 6 * (s * (k / n) * (1 - k / n)) ** 0.5 + 8  # many binomial standard deviations
+        lo = sample[max(0, int(pos - margin))]
+        hi = sample[min(s - 1, int(pos + margin) + 1)]
+        need = k - np.count_nonzero(values > hi)  # rank of the answer among entries within [lo, hi]
+        if need >= 1:
+            band = values[(values >= lo) & (values <= hi)]
+            if need <= band.size:
+                return float(np.partition(band, band.size - need)[band.size - need])
+    return float(np.partition(values, n - k)[n - k])
+
+
 def _top_k_mask(magnitude: torch.Tensor, k: int) -> torch.Tensor:
     """Boolean mask of exactly the k largest entries (ties broken by lower flat index)."""
     n = magnitude.numel()
@@ -22,13 +52,12 @@ def _top_k_mask(magnitude: torch.Tensor, k: int) -> torch.Tensor:
         return torch.ones_like(magnitude, dtype=torch.bool)
     if k <= 0:
         return torch.zeros_like(magnitude, dtype=torch.bool)
-    a = magnitude.detach().reshape(-1).to(torch.float32).cpu().numpy()
-    thr = np.partition(a, n - k)[n - k]  # the k-th largest value
-    mask = a > thr
-    short = k - int(mask.sum())
+    flat = magnitude.detach().reshape(-1).to(device="cpu", dtype=torch.float32).numpy()
+    thr = kth_largest(flat, k)
+    mask = flat > thr
+    short = k - np.count_nonzero(mask)
     if short > 0:  # entries equal to the threshold fill the rest, in index order
-        eq = np.flatnonzero(a == thr)[:short]
-        mask[eq] = True
+        mask[np.flatnonzero(flat == thr)[:short]] = True
     return torch.from_numpy(mask).reshape(magnitude.shape).to(magnitude.device)
 
 
@@ -38,7 +67,8 @@ def magnitude(delta: torch.Tensor, density: float) -> torch.Tensor:
         return delta
     if density <= 0.0 or delta.numel() == 0:
         return torch.zeros_like(delta)
-    return delta * _top_k_mask(delta.abs(), max(1, int(density * delta.numel())))
+    keep = _top_k_mask(delta.abs(), max(1, int(density * delta.numel())))
+    return delta.masked_fill(~keep, 0.0)
 
 
 def rescale(kept: torch.Tensor, original: torch.Tensor, keep_prob: float | torch.Tensor, how: Rescale) -> torch.Tensor:

@@ -31,23 +31,39 @@ def elect_sign_mask(weighted: torch.Tensor) -> torch.Tensor:
 
 def combine_deltas(base: torch.Tensor, deltas: list[torch.Tensor], weights: list[float], *, consensus: bool,
                    normalize: bool, lam: float) -> torch.Tensor:
-    """θ + λ · Σ w_i δ_i [· agreement mask] [/ Σ of the weights that contributed]."""
-    d = torch.stack(deltas)  # [n, *shape]
-    w = torch.tensor(weights, dtype=d.dtype, device=d.device).view(-1, *([1] * base.dim()))
-    weighted = d * w
-    if consensus:
-        mask = elect_sign_mask(weighted)
-        weighted = weighted * mask
-        divisor = (w * mask).sum(dim=0)
-    else:
-        divisor = w.sum(dim=0).expand(base.shape)
-    mixed = weighted.sum(dim=0)
-    if normalize:
-        # Entries where no model agrees keep the base (mergekit's guards: exact 0 under sign
-        # election, |Σw| < 1e-8 without it).
-        tiny = divisor == 0 if consensus else divisor.abs() < 1e-8
-        mixed = mixed / torch.where(tiny, torch.ones_like(divisor), divisor)
-    return base + lam * mixed
+    """θ + λ · Σ w_i δ_i [· agreement mask] [/ Σ of the weights that contributed].
+
+    Accumulates in place, one delta at a time: no [n, *shape] stack is materialized.
+    """
+    # Weights take the compute dtype's rounding, as mergekit builds them as a tensor of that dtype.
+    weights = [float(torch.tensor(w, dtype=base.dtype)) for w in weights]
+    mixed = torch.zeros_like(base)
+    if not consensus:
+        for w, d in zip(weights, deltas):
+            mixed.add_(d, alpha=w)
+        if normalize:
+            total = sum(weights)
+            if abs(total) >= 1e-8:  # mergekit's guard: a vanishing weight sum leaves the sum as is
+                mixed.div_(total)
+        return mixed.mul_(lam).add_(base)
+    for w, d in zip(weights, deltas):
+        mixed.add_(d, alpha=w)
+    positive = mixed >= 0  # elected sign per entry: + where Σ w_i δ_i >= 0
+    mixed.zero_()
+    divisor = torch.zeros_like(base) if normalize else None
+    for w, d in zip(weights, deltas):
+        wd = d * w
+        # sign(w δ) equals the elected sign; an exact zero never agrees (its weight stays out).
+        agree = torch.where(positive, wd > 0, wd < 0)
+        mixed.add_(wd.mul_(agree))
+        if divisor is not None:
+            divisor.add_(agree.to(base.dtype), alpha=w)
+        del wd, agree
+    if divisor is not None:
+        # Entries where no model agrees keep the base (divisor exactly 0, as mergekit).
+        divisor.masked_fill_(divisor == 0, 1.0)
+        mixed.div_(divisor)
+    return mixed.mul_(lam).add_(base)
 
 
 @register("task_arithmetic", model_params=WeightParams, global_params=TaskArithmeticParams)

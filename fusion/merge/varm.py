@@ -14,7 +14,7 @@ from fusion.merge.registry import register
 
 def varm_weights(base: torch.Tensor, models: list[torch.Tensor]) -> torch.Tensor:
     """W_i = mean(δ_i²) / Σ_j mean(δ_j²), or 1/n when every delta is zero."""
-    r = torch.stack([((m - base).double() ** 2).mean() for m in models])
+    r = torch.stack([(m - base).double().square_().mean() for m in models])
     total = r.sum()
     if total <= 0:
         return torch.full_like(r, 1.0 / len(models))
@@ -26,5 +26,7 @@ def varm(base, models, model_params, params, ctx):
     """Σ_i W_i φ_i with W from the variation ratio of the deltas against the base."""
     w = varm_weights(base, models)
     ctx.note(weights=w.tolist())
-    w = w.to(models[0].dtype)
-    return (torch.stack(models) * w.view(-1, *([1] * base.dim()))).sum(dim=0)
+    out = models[0] * float(w[0])
+    for m, wi in zip(models[1:], w[1:].tolist()):
+        out.add_(m, alpha=wi)
+    return out

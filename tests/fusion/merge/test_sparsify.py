@@ -1,0 +1,36 @@
+import numpy as np
+import pytest
+import torch
+
+from fusion.merge import sparsify
+from tests.fusion.merge import npref
+
+
+@pytest.mark.parametrize("n, k", [(10, 3), (3_000_000, 1), (3_000_000, 1_500_000), (3_000_000, 2_999_999), (2_500_000, 12_345)])
+def test_kth_largest_is_exact(n, k):
+    g = torch.Generator().manual_seed(n + k)
+    values = torch.randn(n, generator=g).abs().numpy()
+    expected = np.sort(values)[::-1][k - 1]
+    assert sparsify.kth_largest(values, k) == expected
+
+
+def test_kth_largest_with_heavy_ties_and_skew():
+    # 40% exact zeros, a cluster of repeated values and a long tail: the bracket must still be exact
+    g = torch.Generator().manual_seed(0)
+    v = torch.randn(2_000_000, generator=g).abs() ** 4
+    v[torch.rand(v.shape, generator=g) < 0.4] = 0.0
+    v[:300_000] = 0.125
+    v = v.numpy()
+    for k in (1, 500_000, 1_100_000, 1_200_000, 1_999_999):
+        assert sparsify.kth_largest(v, k) == np.sort(v)[::-1][k - 1], k
+
+
+def test_top_k_mask_exact_count_and_ties_in_index_order():
+    m = torch.tensor([1.0, 3.0, 2.0, 2.0, 2.0, 0.5])
+    mask = sparsify._top_k_mask(m, 3)
+    assert mask.tolist() == [False, True, True, True, False, False]
+    big = torch.randn(3_000_000, generator=torch.Generator().manual_seed(1)).abs()
+    big[::7] = 0.5  # many ties exactly at a likely threshold region
+    mask = sparsify._top_k_mask(big, 1_000_000)
+    assert int(mask.sum()) == 1_000_000
+    np.testing.assert_array_equal(mask.numpy(), npref.top_k_mask(big.numpy(), 1_000_000))
