@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -36,18 +37,39 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         raise
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_partials(target: Path) -> None:
+    """Remove `.NAME.partial-PID-*` directories left by killed writers (their PID is gone)."""
+    pattern = re.compile(rf"^\.{re.escape(target.name)}\.(?:partial|old)-(\d+)-")
+    for sibling in target.parent.iterdir():
+        m = pattern.match(sibling.name)
+        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+            shutil.rmtree(sibling, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_output_dir(target: str | os.PathLike, force: bool = False) -> Iterator[Path]:
     """Yield a hidden temporary directory next to `target`; rename it into place on success.
 
     On any exception the temporary directory is removed. A kill -9 leaves only a hidden
-    `.NAME.partial-*` directory, never a directory at `target` that looks complete.
+    `.NAME.partial-PID-*` directory, never a directory at `target` that looks complete; the next
+    write to the same target removes such leftovers once their process is gone.
     """
     target = Path(target)
     if target.exists() and not force:
         raise FusevalError(f"{target}: output directory exists; pass --force to replace it")
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
+    _remove_stale_partials(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-{os.getpid()}-", dir=target.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700
     try:
         yield tmp
@@ -56,7 +78,7 @@ def atomic_output_dir(target: str | os.PathLike, force: bool = False) -> Iterato
         raise
     if target.exists():
         # Replace: move the old one aside first so there is never a moment without a complete copy.
-        trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+        trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-{os.getpid()}-", dir=target.parent))
         os.replace(target, trash / "old")
         os.replace(tmp, target)
         shutil.rmtree(trash, ignore_errors=True)

@@ -123,3 +123,23 @@ def test_atomic_write_text(tmp_path):
     atomic_write_text(p, "hello")
     assert p.read_text() == "hello"
     assert [x.name for x in p.parent.iterdir()] == ["f.txt"]
+
+
+def test_killed_writer_leftovers_are_cleaned_and_never_look_complete(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    target = tmp_path / "out"
+    code = ("import time, sys; from fusion.files import atomic_output_dir\n"
+            f"with atomic_output_dir({str(target)!r}) as tmp:\n"
+            "    (tmp / 'model.safetensors').write_text('half'); print('ready', flush=True); time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    proc.kill()
+    proc.wait()
+    leftovers = [p.name for p in tmp_path.iterdir()]
+    assert not target.exists() and len(leftovers) == 1 and leftovers[0].startswith(".out.partial-")
+    with atomic_output_dir(target) as tmp:
+        (tmp / "model.safetensors").write_text("whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
