@@ -205,8 +205,9 @@ def report(rows: list[dict], floor: dict, mk_note: str) -> list[dict]:
         elif "error" in a:
             print(f"  {r['method']:16s} cannot compare: {a['error']}")
         else:
-            print(f"  {r['method']:16s} {a['max_abs_diff']:.3g}  (worst tensor {a['tensor']}; "
-                  f"{a['frac_entries_differ']:.2%} of entries differ)")
+            where = (f"worst tensor {a['tensor']}; {a['frac_entries_differ']:.3%} of entries differ"
+                     if a["max_abs_diff"] else "bit-identical")
+            print(f"  {r['method']:16s} {a['max_abs_diff']:.3g}  ({where})")
     return targets
 
 

@@ -128,7 +128,6 @@ def test_atomic_write_text(tmp_path):
 def test_killed_writer_leftovers_are_cleaned_and_never_look_complete(tmp_path):
     import subprocess
     import sys
-    import time
 
     target = tmp_path / "out"
     code = ("import time, sys; from fusion.files import atomic_output_dir\n"
