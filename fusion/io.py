@@ -206,9 +206,10 @@ class CheckpointReader:
             return torch.empty(info.shape, dtype=dtype or info.dtype)
         start = info.offset - info.offset % mmap.ALLOCATIONGRANULARITY
         with open(info.file, "rb") as f:
-            mm = mmap.mmap(f.fileno(), info.offset + info.nbytes - start, offset=start, access=mmap.ACCESS_READ)
+            # MAP_POPULATE maps every page up front: one call instead of a page fault per 4 KiB.
+            mm = mmap.mmap(f.fileno(), info.offset + info.nbytes - start, offset=start,
+                           flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0), prot=mmap.PROT_READ)
         try:
-            mm.madvise(mmap.MADV_SEQUENTIAL)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # read-only buffer: we copy out of it
                 mapped = torch.frombuffer(mm, dtype=info.dtype, count=numel, offset=info.offset - start)
@@ -286,6 +287,12 @@ class ShardedWriter:
             f.write(struct.pack("<Q", len(raw)))
             f.write(raw)
             f.truncate(start + offset)
+            if offset:
+                try:  # reserve the blocks now: a full disk fails here, before any tensor is computed
+                    os.posix_fallocate(f.fileno(), 0, start + offset)
+                except OSError as e:
+                    if e.errno == 28:  # ENOSPC
+                        raise FusevalError(f"{path}: not enough disk space for {(start + offset) / 1e9:.2f} GB") from None
         for name, shape, dtype in shard:
             self._where[name] = (path, start + header[name]["data_offsets"][0], shape, dtype)
         self.total_bytes += offset

@@ -6,7 +6,7 @@ from pydantic import Field
 
 from fusion.merge.registry import register
 from fusion.merge.sparsify import magnitude_outliers
-from fusion.merge.task_arithmetic import TaskArithmeticParams, combine_deltas
+from fusion.merge.task_arithmetic import TaskArithmeticParams, combine_deltas, deltas_in_place
 from fusion.merge.ties import DensityParams
 
 
@@ -17,7 +17,7 @@ class BreadcrumbsModelParams(DensityParams):
 
 
 def _crumbs(base, models, model_params):
-    return [magnitude_outliers(m - base, p.density, p.gamma) for m, p in zip(models, model_params)]
+    return [magnitude_outliers(d, p.density, p.gamma) for d, p in zip(deltas_in_place(base, models), model_params)]
 
 
 @register("breadcrumbs", model_params=BreadcrumbsModelParams, global_params=TaskArithmeticParams)

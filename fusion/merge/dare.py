@@ -13,7 +13,7 @@ from pydantic import Field, field_validator
 
 from fusion.merge.registry import register
 from fusion.merge.sparsify import random_drop
-from fusion.merge.task_arithmetic import TaskArithmeticParams, combine_deltas
+from fusion.merge.task_arithmetic import TaskArithmeticParams, combine_deltas, deltas_in_place
 from fusion.merge.ties import DensityParams
 
 
@@ -37,7 +37,7 @@ class DareTiesParams(DareParams):
 
 
 def _dropped(base, models, model_params, params, ctx):
-    return [random_drop(m - base, p.density, ctx.rng, params.rescale) for m, p in zip(models, model_params)]
+    return [random_drop(d, p.density, ctx.rng, params.rescale) for d, p in zip(deltas_in_place(base, models), model_params)]
 
 
 @register("dare_linear", model_params=DensityParams, global_params=DareParams)

@@ -7,7 +7,7 @@ from pydantic import Field, model_validator
 from fusion.merge.dare import DareParams
 from fusion.merge.registry import register
 from fusion.merge.sparsify import rank_sampling
-from fusion.merge.task_arithmetic import combine_deltas
+from fusion.merge.task_arithmetic import combine_deltas, deltas_in_place
 from fusion.merge.ties import DensityParams
 
 
@@ -30,7 +30,8 @@ class DellaTiesParams(DareParams):
 
 
 def _pruned(base, models, model_params, params, ctx):
-    return [rank_sampling(m - base, p.density, p.epsilon, ctx.rng, params.rescale) for m, p in zip(models, model_params)]
+    return [rank_sampling(d, p.density, p.epsilon, ctx.rng, params.rescale)
+            for d, p in zip(deltas_in_place(base, models), model_params)]
 
 
 @register("della", model_params=DellaModelParams, global_params=DellaTiesParams)

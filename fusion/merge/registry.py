@@ -8,6 +8,11 @@ A method function has the signature
 where every tensor is already in the compute dtype, `P` is the method's per-model parameter
 model and `G` its global one, both evaluated for this tensor (layer gradients and filters applied),
 and `ctx` carries the tensor's seeded generator and a place to note diagnostics (e.g. weights).
+
+The input tensors belong to the method: it may overwrite them in place (the engine never uses them
+again). Forming deltas and masking them in place keeps a merge's peak memory near (n + 3)
+tensors instead of twice that. The result must not alias `base` in a way that matters to the
+caller: the engine writes it and drops everything.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ import torch
 from pydantic import Field
 
 from fusion.merge.registry import Params, register
-from fusion.merge.sparsify import _top_k_mask
+from fusion.merge.sparsify import top_k_mask
 from fusion.merge.task_arithmetic import elect_sign_mask
 
 
@@ -31,7 +31,8 @@ def sce_select(deltas: torch.Tensor, select_topk: float) -> torch.Tensor:
     var = deltas.var(dim=0, unbiased=False)
     # mergekit counts the fraction among entries with nonzero variance.
     k = int(int(torch.count_nonzero(var)) * select_topk)
-    return _top_k_mask(var, k)
+    flat = var.detach().reshape(-1).to(device="cpu", dtype=torch.float32).numpy()
+    return torch.from_numpy(top_k_mask(flat, k)).reshape(var.shape).to(var.device)
 
 
 def sce_weights(deltas: torch.Tensor) -> torch.Tensor:

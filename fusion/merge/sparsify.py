@@ -1,6 +1,7 @@
 """Sparsification of task vectors (deltas): magnitude top-k, random drop (DARE), outliers, rank sampling.
 
-All functions take one delta tensor and return a tensor of the same shape. Selecting the top k
+All functions take one delta tensor and return a tensor of the same shape; they may reuse the
+delta's memory (masking in place), as merge methods own their inputs. Selecting the top k
 magnitudes uses a sampled bracket plus a linear-time selection instead of a full sort: mergekit
 argsorts every delta, which dominates its TIES time on large models. The counting and masking
 passes run in numpy, whose boolean reductions are several times faster than torch's on CPU.
@@ -45,20 +46,33 @@ def kth_largest(values: np.ndarray, k: int) -> float:
     return float(np.partition(values, n - k)[n - k])
 
 
-def _top_k_mask(magnitude: torch.Tensor, k: int) -> torch.Tensor:
-    """Boolean mask of exactly the k largest entries (ties broken by lower flat index)."""
-    n = magnitude.numel()
+def _flat_numpy(t: torch.Tensor) -> np.ndarray:
+    """A flat float32 numpy array of `t`: a view when `t` is a contiguous CPU float32 tensor."""
+    return t.detach().reshape(-1).to(device="cpu", dtype=torch.float32).numpy()
+
+
+def top_k_mask(values: np.ndarray, k: int) -> np.ndarray:
+    """Flat boolean mask of exactly the k largest entries (ties broken by lower flat index)."""
+    n = values.size
     if k >= n:
-        return torch.ones_like(magnitude, dtype=torch.bool)
+        return np.ones(n, dtype=bool)
     if k <= 0:
-        return torch.zeros_like(magnitude, dtype=torch.bool)
-    flat = magnitude.detach().reshape(-1).to(device="cpu", dtype=torch.float32).numpy()
-    thr = kth_largest(flat, k)
-    mask = flat > thr
+        return np.zeros(n, dtype=bool)
+    thr = kth_largest(values, k)
+    mask = values > thr
     short = k - np.count_nonzero(mask)
     if short > 0:  # entries equal to the threshold fill the rest, in index order
-        mask[np.flatnonzero(flat == thr)[:short]] = True
-    return torch.from_numpy(mask).reshape(magnitude.shape).to(magnitude.device)
+        mask[np.flatnonzero(values == thr)[:short]] = True
+    return mask
+
+
+def keep_only(delta: torch.Tensor, keep: np.ndarray) -> torch.Tensor:
+    """Zero `delta` (in place) wherever the flat mask `keep` is False."""
+    if delta.device.type == "cpu" and delta.dtype in (torch.float32, torch.float64) and delta.is_contiguous():
+        view = delta.numpy().reshape(-1)
+        np.multiply(view, keep, out=view)  # numpy's masked multiply is ~7x torch's on CPU
+        return delta
+    return delta.mul_(torch.from_numpy(keep).reshape(delta.shape).to(delta.device))
 
 
 def magnitude(delta: torch.Tensor, density: float) -> torch.Tensor:
@@ -67,20 +81,24 @@ def magnitude(delta: torch.Tensor, density: float) -> torch.Tensor:
         return delta
     if density <= 0.0 or delta.numel() == 0:
         return torch.zeros_like(delta)
-    keep = _top_k_mask(delta.abs(), max(1, int(density * delta.numel())))
-    return delta.masked_fill(~keep, 0.0)
+    return keep_only(delta, top_k_mask(np.abs(_flat_numpy(delta)), max(1, int(density * delta.numel()))))
 
 
-def rescale(kept: torch.Tensor, original: torch.Tensor, keep_prob: float | torch.Tensor, how: Rescale) -> torch.Tensor:
-    """Rescale the kept entries: by 1/p (DARE paper), by the L1-norm ratio (mergekit 0.1.5), or not."""
+def _l1_rescale(kept: torch.Tensor, before: float) -> torch.Tensor:
+    """Scale kept entries so the L1 norm is what it was before dropping (mergekit 0.1.5)."""
+    after = float(kept.abs().sum())
+    # mergekit skips the rescale when either norm is below 1e-7.
+    return kept.mul_(before / after) if before >= 1e-7 and after >= 1e-7 else kept
+
+
+def _drop(delta: torch.Tensor, keep: torch.Tensor, keep_prob: float | torch.Tensor, how: Rescale) -> torch.Tensor:
+    """Zero the dropped entries in place, then rescale the kept ones: by 1/p (the DARE and DELLA
+    papers), by the L1-norm ratio (mergekit 0.1.5), or not at all."""
+    before = float(delta.abs().sum()) if how == "l1" else 0.0
+    kept = delta.mul_(keep.to(delta.device))
     if how == "density":
-        return kept / keep_prob
-    if how == "l1":
-        before = float(original.abs().sum())
-        after = float(kept.abs().sum())
-        # mergekit skips the rescale when either norm is below 1e-7.
-        return kept * (before / after) if before >= 1e-7 and after >= 1e-7 else kept
-    return kept
+        return kept.div_(keep_prob)  # dropped entries stay 0
+    return _l1_rescale(kept, before) if how == "l1" else kept
 
 
 def random_drop(delta: torch.Tensor, density: float, rng: torch.Generator, how: Rescale) -> torch.Tensor:
@@ -90,7 +108,7 @@ def random_drop(delta: torch.Tensor, density: float, rng: torch.Generator, how: 
     if density <= 0.0:
         return torch.zeros_like(delta)
     keep = torch.rand(delta.shape, generator=rng, device=rng.device) < density
-    return rescale(delta * keep.to(delta.device), delta, density, how)
+    return _drop(delta, keep, density, how)
 
 
 def magnitude_outliers(delta: torch.Tensor, density: float, gamma: float) -> torch.Tensor:
@@ -104,9 +122,8 @@ def magnitude_outliers(delta: torch.Tensor, density: float, gamma: float) -> tor
     n = delta.numel()
     target = int(density * n)
     n_bot = max(0, n - target - int(gamma * n))
-    mag = delta.abs()
-    window = _top_k_mask(mag, n - n_bot) & ~_top_k_mask(mag, n - n_bot - target)
-    return delta * window
+    mag = np.abs(_flat_numpy(delta))
+    return keep_only(delta, top_k_mask(mag, n - n_bot) & ~top_k_mask(mag, n - n_bot - target))
 
 
 def rank_sampling_probs(delta: torch.Tensor, density: float, epsilon: float) -> torch.Tensor:
@@ -127,7 +144,4 @@ def rank_sampling(delta: torch.Tensor, density: float, epsilon: float, rng: torc
         return delta
     probs = rank_sampling_probs(delta, density, epsilon)
     keep = torch.rand(delta.shape, generator=rng, device=rng.device).to(delta.device) < probs
-    kept = delta * keep
-    if how == "density":
-        return torch.where(keep, kept / probs.clamp_min(1e-12), kept)
-    return rescale(kept, delta, density, how)
+    return _drop(delta, keep, probs.clamp_min(1e-12), how)

@@ -29,6 +29,11 @@ def elect_sign_mask(weighted: torch.Tensor) -> torch.Tensor:
     return torch.sign(weighted) == elected
 
 
+def deltas_in_place(base: torch.Tensor, models: list[torch.Tensor]) -> list[torch.Tensor]:
+    """δ_i = φ_i − θ, computed in the models' own memory."""
+    return [m.sub_(base) for m in models]
+
+
 def combine_deltas(base: torch.Tensor, deltas: list[torch.Tensor], weights: list[float], *, consensus: bool,
                    normalize: bool, lam: float) -> torch.Tensor:
     """θ + λ · Σ w_i δ_i [· agreement mask] [/ Σ of the weights that contributed].
@@ -48,20 +53,29 @@ def combine_deltas(base: torch.Tensor, deltas: list[torch.Tensor], weights: list
         return mixed.mul_(lam).add_(base)
     for w, d in zip(weights, deltas):
         mixed.add_(d, alpha=w)
-    positive = mixed >= 0  # elected sign per entry: + where Σ w_i δ_i >= 0
+    # Elected sign s = ±1 per entry: + where Σ w_i δ_i >= 0. copysign gives -1 only for a sum of
+    # -0.0, which arises only when every term is zero, and then no model agrees either way.
+    sign = torch.ones_like(base).copysign_(mixed)
     mixed.zero_()
     divisor = torch.zeros_like(base) if normalize else None
+    # Only in-place float kernels below (boolean masks are several times slower on CPU):
+    # relu(w δ · s) is |w δ| where sign(w δ) = s and 0 elsewhere (an exact zero never agrees);
+    # its sign is the agreement indicator, so the divisor gathers the agreeing models' weights.
     for w, d in zip(weights, deltas):
-        wd = d * w
-        # sign(w δ) equals the elected sign; an exact zero never agrees (its weight stays out).
-        agree = torch.where(positive, wd > 0, wd < 0)
-        mixed.add_(wd.mul_(agree))
+        agreeing = d.mul_(w).mul_(sign).clamp_min_(0.0)  # the deltas are ours to overwrite
+        mixed.add_(agreeing)
         if divisor is not None:
-            divisor.add_(agree.to(base.dtype), alpha=w)
-        del wd, agree
+            divisor.add_(agreeing.sign_(), alpha=w)
+    mixed.mul_(sign)
+    del sign
     if divisor is not None:
-        # Entries where no model agrees keep the base (divisor exactly 0, as mergekit).
-        divisor.masked_fill_(divisor == 0, 1.0)
+        # Entries where no model agrees keep the base (mergekit replaces a divisor of exactly 0 by
+        # 1; there the numerator is 0 too). With positive weights a nonzero divisor is at least
+        # the smallest weight, so a clamp below it does the same without a boolean mask.
+        if min(weights) > 0:
+            divisor.clamp_min_(0.5 * min(weights))
+        else:
+            divisor.masked_fill_(divisor == 0, 1.0)
         mixed.div_(divisor)
     return mixed.mul_(lam).add_(base)
 
@@ -69,6 +83,5 @@ def combine_deltas(base: torch.Tensor, deltas: list[torch.Tensor], weights: list
 @register("task_arithmetic", model_params=WeightParams, global_params=TaskArithmeticParams)
 def task_arithmetic(base, models, model_params, params, ctx):
     """θ + λ Σ w_i (φ_i − θ)."""
-    deltas = [m - base for m in models]
-    return combine_deltas(base, deltas, [p.weight for p in model_params], consensus=False,
+    return combine_deltas(base, deltas_in_place(base, models), [p.weight for p in model_params], consensus=False,
                           normalize=params.normalize, lam=params.lambda_)

@@ -6,7 +6,7 @@ from pydantic import Field
 
 from fusion.merge.registry import register
 from fusion.merge.sparsify import magnitude
-from fusion.merge.task_arithmetic import TaskArithmeticParams, WeightParams, combine_deltas
+from fusion.merge.task_arithmetic import TaskArithmeticParams, WeightParams, combine_deltas, deltas_in_place
 
 
 class DensityParams(WeightParams):
@@ -24,6 +24,6 @@ class TiesParams(TaskArithmeticParams):
 @register("ties", model_params=DensityParams, global_params=TiesParams)
 def ties(base, models, model_params, params, ctx):
     """θ + λ Σ_{agree} w_i δ̂_i / Σ_{agree} w_i with δ̂_i the top-density entries of δ_i."""
-    deltas = [magnitude(m - base, p.density) for m, p in zip(models, model_params)]
+    deltas = [magnitude(d, p.density) for d, p in zip(deltas_in_place(base, models), model_params)]
     return combine_deltas(base, deltas, [p.weight for p in model_params], consensus=True,
                           normalize=params.normalize, lam=params.lambda_)

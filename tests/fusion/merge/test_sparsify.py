@@ -26,11 +26,16 @@ def test_kth_largest_with_heavy_ties_and_skew():
 
 
 def test_top_k_mask_exact_count_and_ties_in_index_order():
-    m = torch.tensor([1.0, 3.0, 2.0, 2.0, 2.0, 0.5])
-    mask = sparsify._top_k_mask(m, 3)
-    assert mask.tolist() == [False, True, True, True, False, False]
-    big = torch.randn(3_000_000, generator=torch.Generator().manual_seed(1)).abs()
+    m = np.array([1.0, 3.0, 2.0, 2.0, 2.0, 0.5], dtype=np.float32)
+    assert sparsify.top_k_mask(m, 3).tolist() == [False, True, True, True, False, False]
+    big = np.abs(np.random.default_rng(1).normal(size=3_000_000)).astype(np.float32)
     big[::7] = 0.5  # many ties exactly at a likely threshold region
-    mask = sparsify._top_k_mask(big, 1_000_000)
+    mask = sparsify.top_k_mask(big, 1_000_000)
     assert int(mask.sum()) == 1_000_000
-    np.testing.assert_array_equal(mask.numpy(), npref.top_k_mask(big.numpy(), 1_000_000))
+    np.testing.assert_array_equal(mask, npref.top_k_mask(big, 1_000_000))
+
+
+def test_keep_only_cpu_and_generic_paths_agree():
+    keep = np.array([True, False, True, False])
+    for t in (torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.bfloat16)):
+        assert sparsify.keep_only(t, keep).float().tolist() == [1.0, 0.0, 3.0, 0.0]

@@ -40,3 +40,18 @@ def test_ties_unnormalized_and_lambda(triple):
     out, _ = call("ties", base, [a, b], mp, normalize=False, **{"lambda": 0.8})
     ref = npref.ties(base, [a, b], [0.5, 0.5], [0.7, 0.7], lam=0.8, normalize=False)
     np.testing.assert_allclose(out, ref, rtol=1e-12, atol=1e-15)
+
+
+def test_ties_exact_cancellation_elects_plus_and_negative_weights():
+    base = np.zeros(3)
+    a = np.array([1.0, 0.0, -2.0])
+    b = np.array([-1.0, 0.0, 2.0])
+    out, _ = call("ties", base, [a, b], [{"weight": 1.0, "density": 1.0}, {"weight": 1.0, "density": 1.0}])
+    # Σ w δ is exactly 0 everywhere: + is elected, so the positive delta alone survives
+    np.testing.assert_allclose(out, [1.0, 0.0, 2.0])
+    # a negative weight flips a model's vote; the divisor takes signed weights (mergekit's rule)
+    rng = np.random.default_rng(3)
+    base, m1, m2 = rng.normal(size=(3, 50))
+    mp = [{"weight": 1.0, "density": 0.6}, {"weight": -0.5, "density": 0.6}]
+    out, _ = call("ties", base, [m1, m2], mp)
+    np.testing.assert_allclose(out, npref.ties(base, [m1, m2], [1.0, -0.5], [0.6, 0.6]), rtol=1e-12, atol=1e-15)
