@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -26,8 +27,9 @@ class Measured:
 
     rc: int
     seconds: float
-    peak_rss_mb: float  # ru_maxrss from wait4: the kernel's exact high-water mark (anon + file-backed + shmem)
+    peak_rss_mb: float  # ru_maxrss from wait4 in a small launcher: the kernel's exact high-water mark
     peak_anon_mb: float  # sampled every 50 ms from /proc: private memory only (mapped file pages excluded)
+    hwm_sampled_mb: float  # VmHWM sampled every 50 ms: a cross-check of peak_rss_mb (misses only the last 50 ms)
     log: Path
 
     def tail(self, n: int = 15) -> str:
@@ -35,43 +37,68 @@ class Measured:
         return "\n".join(lines[-n:])
 
 
-def _rss_anon_kb(pid: int) -> int:
+# Why a launcher: Linux keeps a process's ru_maxrss across exec, and a forked (or vforked, as
+# posix_spawn does) child starts from its parent's memory, so wait4 on a child of this benchmark
+# would report at least the benchmark's own RSS (measured: a 3 GB parent made `true` read 3 GB).
+# This tiny Python process forks the tool instead; what it inherits is ~5 MB.
+_LAUNCHER = """
+import os, sys, time
+log, cmd = sys.argv[1], sys.argv[2:]
+fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+start = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.dup2(fd, 1); os.dup2(fd, 2)
+    try:
+        os.execvp(cmd[0], cmd)
+    finally:
+        os._exit(127)
+print(pid, flush=True)
+_, status, usage = os.wait4(pid, 0)
+print(os.waitstatus_to_exitcode(status), time.perf_counter() - start, usage.ru_maxrss, flush=True)
+"""
+
+
+def _proc_status_kb(pid: int, keys: tuple[str, ...]) -> dict[str, int]:
+    found: dict[str, int] = {}
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
-                if line.startswith("RssAnon:"):
-                    return int(line.split()[1])
+                key = line.split(":", 1)[0]
+                if key in keys:
+                    found[key] = int(line.split()[1])
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         pass
-    return 0
+    return found
 
 
 def run_measured(cmd: list[str], log: Path, env: dict | None = None) -> Measured:
-    """Run `cmd` (output to `log`), returning its wall time and peak memory.
+    """Run `cmd` (stdout and stderr to `log`), returning its wall time and peak memory.
 
-    ru_maxrss of the reaped child is the peak resident set of that process as the kernel tracked
-    it (on Linux it also covers descendants the child waited for), so no sampling can miss a spike.
-    RssAnon is sampled alongside to tell private memory apart from memory-mapped input files.
+    ru_maxrss of the reaped tool is its peak resident set as the kernel tracked it (on Linux it
+    also covers descendants the tool waited for), so no sampling can miss a spike. RssAnon and
+    VmHWM are sampled alongside: private memory vs. memory-mapped files, and a cross-check.
     """
     log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "wb") as out:
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-        anon_peak = [0]
-        done = threading.Event()
+    launcher = subprocess.Popen([sys.executable, "-S", "-c", _LAUNCHER, str(log), *cmd],
+                                stdout=subprocess.PIPE, text=True, env=env)
+    pid = int(launcher.stdout.readline())
+    peaks = {"RssAnon": 0, "VmHWM": 0}
+    done = threading.Event()
 
-        def sample() -> None:
-            while not done.wait(0.05):
-                anon_peak[0] = max(anon_peak[0], _rss_anon_kb(proc.pid))
+    def sample() -> None:
+        while not done.wait(0.05):
+            for key, kb in _proc_status_kb(pid, tuple(peaks)).items():
+                peaks[key] = max(peaks[key], kb)
 
-        sampler = threading.Thread(target=sample, daemon=True)
-        sampler.start()
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - start
-        done.set()
-        sampler.join()
-        proc.returncode = os.waitstatus_to_exitcode(status)  # already reaped; keep Popen consistent
-    return Measured(proc.returncode, seconds, usage.ru_maxrss / 1024, anon_peak[0] / 1024, log)
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    rc, seconds, maxrss_kb = launcher.stdout.readline().split()
+    done.set()
+    sampler.join()
+    launcher.wait()
+    return Measured(int(rc), float(seconds), int(maxrss_kb) / 1024, peaks["RssAnon"] / 1024,
+                    peaks["VmHWM"] / 1024, log)
 
 
 def read_files(paths: list[Path]) -> tuple[int, float]:

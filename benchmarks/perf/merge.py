@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/perf/merge.py                  # 1B-parameter models (10-30 min)
     .venv/bin/python benchmarks/perf/merge.py --size tiny      # smoke test (--quick is the same)
-    .venv/bin/python benchmarks/perf/merge.py --methods linear,ties
+    .venv/bin/python benchmarks/perf/merge.py --methods linear,ties --repeats 1
 
 Builds (once) a bf16 base + 2 variants with fusion.zoo, installs mergekit into its own venv under
 benchmarks/perf/.cache (never into the project venv), runs both tools as subprocesses on the
@@ -115,30 +115,38 @@ def max_abs_diff(a: Path, b: Path) -> tuple[float, str, float]:
     return worst, worst_name, n_diff / max(n_all, 1)
 
 
-def run_method(i: int, method: str, models: dict, mk: Path | None, work: Path) -> dict:
+def run_method(i: int, method: str, models: dict, mk: Path | None, work: Path, repeats: int) -> dict:
+    """Run both tools `repeats` times (order alternating); keep the fastest time and the largest peak RSS."""
     import yaml
 
     cfg = recipe(method, models)
     config = work / "configs" / f"{method}.yml"
     config.parent.mkdir(parents=True, exist_ok=True)
     config.write_text(yaml.safe_dump(cfg, sort_keys=False))
-    runs = {"fuseval": lambda out: fuseval_cmd(config, out)}
+    cmds = {"fuseval": lambda out: fuseval_cmd(config, out)}
     if mk:
-        runs["mergekit"] = lambda out: mergekit_cmd(mk, config, out)
-    order = list(runs) if i % 2 == 0 else list(runs)[::-1]
-    row: dict = {"method": method, "order": order}
-    for tool in order:
-        out = work / "out" / f"{tool}-{method}"
-        shutil.rmtree(out, ignore_errors=True)
-        C.read_files(input_files(cfg))  # warm page cache for both tools alike
-        print(f"  {method:16s} {tool:8s} ...", end=" ", flush=True)
-        r = C.run_measured(runs[tool](out), work / "logs" / f"{tool}-{method}.log")
-        print(f"{r.seconds:7.1f}s  peak RSS {r.peak_rss_mb:7.0f} MB (anon {r.peak_anon_mb:.0f} MB)"
-              + ("" if r.rc == 0 else f"  FAILED rc={r.rc}, see {r.log}"), flush=True)
-        if r.rc != 0:
-            print("\n".join("      " + line for line in r.tail().splitlines()))
-        row[tool] = {"ok": r.rc == 0, "seconds": r.seconds, "peak_rss_mb": r.peak_rss_mb,
-                     "peak_anon_mb": r.peak_anon_mb, "log": str(r.log), "out": str(out)}
+        cmds["mergekit"] = lambda out: mergekit_cmd(mk, config, out)
+    row: dict = {"method": method, **{tool: {"runs": []} for tool in cmds}}
+    for rep in range(repeats):
+        for tool in list(cmds) if (i + rep) % 2 == 0 else list(cmds)[::-1]:
+            out = work / "out" / f"{tool}-{method}"
+            shutil.rmtree(out, ignore_errors=True)
+            C.read_files(input_files(cfg))  # warm page cache for both tools alike
+            print(f"  {method:16s} {tool:8s} ...", end=" ", flush=True)
+            r = C.run_measured(cmds[tool](out), work / "logs" / f"{tool}-{method}-{rep + 1}.log")
+            print(f"{r.seconds:7.1f}s  peak RSS {r.peak_rss_mb:7.0f} MB (anon {r.peak_anon_mb:.0f} MB)"
+                  + ("" if r.rc == 0 else f"  FAILED rc={r.rc}, see {r.log}"), flush=True)
+            if r.rc != 0:
+                print("\n".join("      " + line for line in r.tail().splitlines()))
+            row[tool]["runs"].append({"rc": r.rc, "seconds": r.seconds, "peak_rss_mb": r.peak_rss_mb,
+                                      "peak_anon_mb": r.peak_anon_mb, "hwm_sampled_mb": r.hwm_sampled_mb,
+                                      "log": str(r.log)})
+            row[tool]["out"] = str(out)
+    for tool in cmds:
+        runs = row[tool]["runs"]
+        row[tool]["ok"] = all(r["rc"] == 0 for r in runs)
+        row[tool]["seconds"] = min(r["seconds"] for r in runs)  # least disturbed run
+        row[tool]["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)  # worst case
     if method not in RANDOM_METHODS and all(row.get(t, {}).get("ok") for t in ("fuseval", "mergekit")):
         try:
             worst, name, frac = max_abs_diff(Path(row["fuseval"]["out"]), Path(row["mergekit"]["out"]))
@@ -188,7 +196,8 @@ def report(rows: list[dict], floor: dict, mk_note: str) -> list[dict]:
     print()
     C.print_table(["method", "fuseval s", "mergekit s", "time ratio", "fuseval RSS MB", "mergekit RSS MB",
                    "RSS ratio", "targets (time ratio, [>=5x], RSS ratio, [I/O])"], table)
-    print("time ratio = mergekit/fuseval (>1: fuseval faster); RSS ratio = fuseval/mergekit (peak RSS via wait4)")
+    print("time ratio = mergekit/fuseval (>1: fuseval faster), fastest of the repeats; RSS ratio = fuseval/mergekit,\n"
+          "largest peak RSS (wait4 ru_maxrss) of the repeats")
     if "not available" in mk_note:
         print(mk_note)
     lin = next((r for r in rows if r["method"] == "linear" and r.get("fuseval", {}).get("ok")), None)
@@ -216,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", choices=sorted(SHARD_BYTES), default="1b", help="zoo model size (default 1b)")
     ap.add_argument("--quick", action="store_true", help="same as --size tiny (used by run_all.py --quick)")
     ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
+    ap.add_argument("--repeats", type=int, default=2,
+                    help="runs per tool and method, order alternating; fastest time and largest RSS reported (default 2)")
     ap.add_argument("--keep-outputs", action="store_true", help="keep merged models under .cache/merge/<size>/out")
     a = ap.parse_args(argv)
     size = "tiny" if a.quick else a.size
@@ -232,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     floor = io_floor(models)
     rows = []
     for i, method in enumerate(methods):
-        rows.append(run_method(i, method, models, mk, work))
+        rows.append(run_method(i, method, models, mk, work, max(1, a.repeats)))
         if not a.keep_outputs:  # 1B outputs are 2 GB each; keep the disk and page cache for the inputs
             shutil.rmtree(work / "out", ignore_errors=True)
     targets = report(rows, floor, mk_note)

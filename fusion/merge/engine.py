@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import torch
 import yaml
 from pydantic import ValidationError
@@ -218,7 +219,7 @@ def run_merge(cfg: MergeConfig, out_dir: str | Path, *, config_path: str | Path 
 
                 b = load(base) if base else None
                 models = [load(inp) for inp in inputs]
-                ctx = TensorContext(p.name, torch.Generator(device=device).manual_seed(_tensor_seed(cfg.seed, p.name)))
+                ctx = TensorContext(p.name, np.random.Generator(np.random.PCG64(_tensor_seed(cfg.seed, p.name))))
                 out = method.fn(b, models, list(p.model_params), p.params, ctx)
                 del b, models
                 _check_finite(out, f"merge result ({method.name}) for tensor {p.name!r}")

@@ -91,24 +91,30 @@ def _l1_rescale(kept: torch.Tensor, before: float) -> torch.Tensor:
     return kept.mul_(before / after) if before >= 1e-7 and after >= 1e-7 else kept
 
 
-def _drop(delta: torch.Tensor, keep: torch.Tensor, keep_prob: float | torch.Tensor, how: Rescale) -> torch.Tensor:
+def _drop(delta: torch.Tensor, keep: np.ndarray, keep_prob: float | torch.Tensor, how: Rescale) -> torch.Tensor:
     """Zero the dropped entries in place, then rescale the kept ones: by 1/p (the DARE and DELLA
     papers), by the L1-norm ratio (mergekit 0.1.5), or not at all."""
     before = float(delta.abs().sum()) if how == "l1" else 0.0
-    kept = delta.mul_(keep.to(delta.device))
+    kept = keep_only(delta, keep)
     if how == "density":
         return kept.div_(keep_prob)  # dropped entries stay 0
     return _l1_rescale(kept, before) if how == "l1" else kept
 
 
-def random_drop(delta: torch.Tensor, density: float, rng: torch.Generator, how: Rescale) -> torch.Tensor:
+def bernoulli_mask(rng: np.random.Generator, n: int, p: float) -> np.ndarray:
+    """n independent keeps with probability p (to 2^-32): raw 32-bit draws against a threshold,
+    ~1.5x faster than drawing floats."""
+    raw = rng.bit_generator.random_raw((n + 1) // 2).view(np.uint32)[:n]
+    return raw < np.uint32(min(round(p * 2**32), 2**32 - 1))
+
+
+def random_drop(delta: torch.Tensor, density: float, rng: np.random.Generator, how: Rescale) -> torch.Tensor:
     """DARE: drop each entry with probability 1 - density, then rescale the kept ones."""
     if density >= 1.0:
         return delta
     if density <= 0.0:
         return torch.zeros_like(delta)
-    keep = torch.rand(delta.shape, generator=rng, device=rng.device) < density
-    return _drop(delta, keep, density, how)
+    return _drop(delta, bernoulli_mask(rng, delta.numel(), density), density, how)
 
 
 def magnitude_outliers(delta: torch.Tensor, density: float, gamma: float) -> torch.Tensor:
@@ -138,10 +144,10 @@ def rank_sampling_probs(delta: torch.Tensor, density: float, epsilon: float) -> 
     return probs.clamp(0.0, 1.0).reshape(delta.shape)
 
 
-def rank_sampling(delta: torch.Tensor, density: float, epsilon: float, rng: torch.Generator, how: Rescale) -> torch.Tensor:
+def rank_sampling(delta: torch.Tensor, density: float, epsilon: float, rng: np.random.Generator, how: Rescale) -> torch.Tensor:
     """DELLA's MagPrune: sample keeps with rank-dependent probabilities, rescale kept entries by 1/p."""
     if density >= 1.0:
         return delta
     probs = rank_sampling_probs(delta, density, epsilon)
-    keep = torch.rand(delta.shape, generator=rng, device=rng.device).to(delta.device) < probs
+    keep = rng.random(delta.numel(), dtype=np.float32) < _flat_numpy(probs)
     return _drop(delta, keep, probs.clamp_min(1e-12), how)

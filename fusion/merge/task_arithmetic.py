@@ -42,17 +42,15 @@ def combine_deltas(base: torch.Tensor, deltas: list[torch.Tensor], weights: list
     """
     # Weights take the compute dtype's rounding, as mergekit builds them as a tensor of that dtype.
     weights = [float(torch.tensor(w, dtype=base.dtype)) for w in weights]
-    mixed = torch.zeros_like(base)
+    mixed = torch.mul(deltas[0], weights[0])
+    for w, d in zip(weights[1:], deltas[1:]):
+        mixed.add_(d, alpha=w)
     if not consensus:
-        for w, d in zip(weights, deltas):
-            mixed.add_(d, alpha=w)
         if normalize:
             total = sum(weights)
             if abs(total) >= 1e-8:  # mergekit's guard: a vanishing weight sum leaves the sum as is
                 mixed.div_(total)
         return mixed.mul_(lam).add_(base)
-    for w, d in zip(weights, deltas):
-        mixed.add_(d, alpha=w)
     # Elected sign s = ±1 per entry: + where Σ w_i δ_i >= 0. copysign gives -1 only for a sum of
     # -0.0, which arises only when every term is zero, and then no model agrees either way.
     sign = torch.ones_like(base).copysign_(mixed)

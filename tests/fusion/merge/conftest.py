@@ -12,7 +12,7 @@ def call(method: str, base, models, model_params=None, seed: int = 0, **global_p
     m = get_method(method)
     t = lambda a: torch.tensor(np.asarray(a), dtype=torch.float64)  # noqa: E731
     mps = [m.model_params(**p) for p in (model_params or [{} for _ in models])]
-    ctx = TensorContext("x", torch.Generator().manual_seed(seed))
+    ctx = TensorContext("x", np.random.default_rng(seed))
     out = m.fn(None if base is None else t(base), [t(x) for x in models], mps, m.global_params(**global_params), ctx)
     return out.numpy(), ctx
 
