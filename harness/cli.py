@@ -81,6 +81,33 @@ def merge(
 
 
 @app.command()
+def fuse(
+    config: Path = typer.Argument(..., help="Fusion recipe (YAML: pivot, sources, data, fusion, train, merge, seeds)."),
+    out_dir: Path = typer.Argument(..., help="Directory for teachers, targets, merges, controls and fuse_report.json."),
+) -> None:
+    """FuseChat: fuse each source into the pivot (stage 1), merge the targets (stage 2), train the control."""
+    from fusion.pipeline import load_fuse_config, run_fuse
+
+    cfg = load_fuse_config(config)
+    report = run_fuse(cfg, out_dir, progress=True)
+    for name, st in report["stage1"].items():
+        picks = ", ".join(f"{d}: {dict(c)}" for d, c in st["picked"].items())
+        console.print(f"stage 1 {name}: transferred {st['transferred_share']:.0%} of response tokens; picked {picks}")
+    console.print(f"wrote {out_dir}: " + ", ".join(sorted(p.name for p in Path(out_dir).iterdir() if not p.name.startswith("."))))
+
+
+@app.command()
+def world(
+    root: Path = typer.Argument(Path("runs/world"), help="Where to build (or find) the tiny world."),
+) -> None:
+    """Build the embedded tiny world: a pivot and source specialists of other tokenizers and architectures."""
+    from fusion.zoo import build_world
+
+    path = build_world(root, progress=True)
+    console.print(f"world: {path}")
+
+
+@app.command()
 def demo(workspace: Path = typer.Option(Path("runs/demo"), "--workspace", help="Where the demo writes its models and outputs.")) -> None:
     """Run the embedded demo on tiny local models (no downloads)."""
     from harness.demo import run_demo

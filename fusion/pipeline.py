@@ -1,0 +1,249 @@
+"""FuseChat's two stages (DESIGN.md section 2.3, step 7), plus the honest control.
+
+    fuseval fuse fuse.yml runs/fused
+
+Stage 1: for each source S_k, the pivot's and S_k's teacher records are aligned onto the pivot's
+tokens, combined per example by the fusion function, and the pivot is trained on them: target_k.
+Stage 2: the targets are merged in parameter space (varm by default) with the pivot as base.
+Control: the pivot trained on the same data for the same steps with gold labels only (λ = 1).
+
+Output (per seed s): seed-s/target-<source>/, seed-s/merged/, seed-s/control/, each a Hugging
+Face checkpoint with its tokenizer and `fuseval_recipe.yml`; teachers/<model>/ holds the sparse
+teacher records; fuse_report.json the mechanism (which model the fusion function picked, per
+domain, and the share of response tokens whose distribution was transferred) and the training
+summaries.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from fusion import align
+from fusion.chat import encode_chat, load_tokenizer
+from fusion.distill import (FUSION_FUNCTIONS, Candidate, TeacherRecord, TeacherStore, extract_teachers, record_key,
+                            topk_probs)
+from fusion.errors import FusevalError
+from fusion.files import atomic_output_dir, atomic_write_text
+from fusion.train import Example, TrainConfig, train
+
+log = logging.getLogger(__name__)
+
+
+class FusionParams(BaseModel):
+    """How teacher distributions are extracted, aligned and combined."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    function: Literal["min_ce", "avg_ce"] = Field("min_ce", description="Fusion function over candidates.")
+    top_k: int = Field(10, ge=1, description="Entries kept per response token.")
+    temperature: float = Field(1.0, gt=0, description="τ applied to the top-K log-probs before renormalizing.")
+    max_distance: int = Field(0, ge=0, description="Transfer across 1:1 pairs whose texts differ by at most this many edits.")
+    backend: Literal["transformers", "vllm"] = Field("transformers", description="Teacher extraction backend.")
+    batch_size: int = Field(32, ge=1, description="Examples per extraction forward pass.")
+
+
+class MergeStage(BaseModel):
+    """Stage 2: how the targets are merged."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str = Field("varm", description="A registered merge method; the pivot is the base model.")
+    parameters: dict[str, Any] = Field(default_factory=dict, description="Global merge parameters.")
+
+
+class FuseConfig(BaseModel):
+    """A FuseChat run: pivot, sources, fusion data, training and the stage-2 merge."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    pivot: str = Field(description="The pivot/target model directory (its architecture and tokenizer are kept).")
+    sources: list[str] = Field(min_length=1, description="Source model directories (any architecture/tokenizer).")
+    data: str = Field(description="Fusion training conversations (jsonl with 'messages').")
+    fusion: FusionParams = FusionParams()
+    train: TrainConfig = TrainConfig()
+    merge: MergeStage = MergeStage()
+    seeds: list[int] = Field(default=[0], min_length=1, description="Training seeds; each gives targets, merge and control.")
+    control: bool = Field(True, description="Also train the gold-only control (λ = 1).")
+
+
+def load_fuse_config(path: str | Path) -> FuseConfig:
+    """Read and validate a fuse config; relative paths are taken from the config's directory."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise FusevalError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        raise FusevalError(f"{path}: malformed YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(data, dict):
+        raise FusevalError(f"{path}: expected a mapping at the top level")
+    try:
+        cfg = FuseConfig.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"])
+        kind = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        raise FusevalError(f"{path}: {loc}: {kind}") from None
+    here = path.resolve().parent
+    fix = lambda p: str(p if os.path.isabs(p) else here / p)  # noqa: E731
+    return cfg.model_copy(update={"pivot": fix(cfg.pivot), "sources": [fix(s) for s in cfg.sources], "data": fix(cfg.data)})
+
+
+def _texts(tok, ids: np.ndarray) -> tuple[list[str], list[str | None]]:
+    """Token strings and the text each stands for (None: special tokens)."""
+    kind, specials = align.token_kind(tok), align.special_tokens(tok)
+    strs = tok.convert_ids_to_tokens([int(i) for i in ids])
+    return strs, [align.normalize_token(s, kind, specials) for s in strs]
+
+
+def align_source(src: TeacherRecord, src_tok, tgt: TeacherRecord, tgt_tok, vocab_map: np.ndarray,
+                 max_distance: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A source record moved onto the target's response tokens, turn by turn (ids, logprobs, transferred)."""
+    if len(src.turns) != len(tgt.turns):
+        raise FusevalError(f"source and target records have {len(src.turns)} and {len(tgt.turns)} turns")
+    kinds = (align.token_kind(src_tok), align.token_kind(tgt_tok))
+    s_strs, s_txt = _texts(src_tok, src.tokens)
+    t_strs, t_txt = _texts(tgt_tok, tgt.tokens)
+    pairs: list[tuple[int, int]] = []
+    s0 = t0 = 0
+    for ns, nt in zip(src.turns, tgt.turns):
+        path = align.dtw_align(s_strs[s0:s0 + ns], t_strs[t0:t0 + nt], kinds=kinds)
+        pairs += [(j + s0, i + t0) for j, i in
+                  align.one_to_one_pairs(path, s_txt[s0:s0 + ns], t_txt[t0:t0 + nt], max_distance)]
+        s0, t0 = s0 + ns, t0 + nt
+    return align.transfer_topk(src.ids, src.logprobs, vocab_map, pairs, tgt.tokens)
+
+
+def fused_examples(convs, pivot_dir: Path, pivot_store: TeacherStore, sources: list[tuple[Path, TeacherStore]],
+                   params: FusionParams, cache_dir: Path) -> tuple[list[Example], dict]:
+    """Training examples on the pivot's tokens with fused teachers, and the mechanism statistics."""
+    p_tok = load_tokenizer(pivot_dir)
+    s_toks = [load_tokenizer(d) for d, _ in sources]
+    vmaps = [align.map_vocab(t, p_tok, cache_dir=cache_dir) for t in s_toks]
+    fuse = FUSION_FUNCTIONS[params.function]
+    names = ["pivot"] + [Path(d).name for d, _ in sources]
+    picks: dict[str, Counter] = defaultdict(Counter)
+    weight_sum: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(len(names)))
+    moved = total = 0
+    examples = []
+    for c in convs:
+        ids, resp, _ = encode_chat(p_tok, c.messages)
+        resp = resp[resp >= 1]
+        p_rec = pivot_store.get(record_key(c))
+        if len(p_rec.tokens) != len(resp) or not np.array_equal(p_rec.tokens, ids[resp]):
+            raise FusevalError(f"teacher record of {c.qid} does not match the pivot's tokens; re-extract the teachers")
+        cands = [Candidate(p_rec.ids.astype(np.int64), topk_probs(p_rec.logprobs, params.temperature), p_rec.ce)]
+        for (s_dir, s_store), s_tok, vmap in zip(sources, s_toks, vmaps):
+            s_rec = s_store.get(record_key(c))
+            a_ids, a_lp, done = align_source(s_rec, s_tok, p_rec, p_tok, vmap, params.max_distance)
+            cands.append(Candidate(a_ids, topk_probs(a_lp, params.temperature), s_rec.ce))
+            moved += int(done.sum())
+            total += len(done)
+        t_ids, t_probs, w = fuse(cands)
+        domain = getattr(c, "domain", "") or "all"
+        picks[domain][names[int(np.argmax(w))]] += 1
+        weight_sum[domain] += w
+        examples.append(Example(ids, resp, t_ids, t_probs.astype(np.float32)))
+    stats = {
+        "picked": {d: dict(cnt) for d, cnt in sorted(picks.items())},
+        "mean_weight": {d: dict(zip(names, (v / sum(picks[d].values())).round(4).tolist())) for d, v in weight_sum.items()},
+        "transferred_share": moved / total if total else 0.0,
+    }
+    return examples, stats
+
+
+def gold_examples(convs, pivot_dir: Path) -> list[Example]:
+    tok = load_tokenizer(pivot_dir)
+    out = []
+    for c in convs:
+        ids, resp, _ = encode_chat(tok, c.messages)
+        out.append(Example(ids, resp[resp >= 1]))
+    return out
+
+
+def _train_from(pivot_dir: Path, examples: list[Example], cfg: TrainConfig, out: Path, recipe: dict, progress: bool) -> dict:
+    """Train a copy of the pivot and save it (atomically) with the pivot's tokenizer and a recipe."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from fusion.zoo import _write_generation_config
+
+    if (out / "fuseval_recipe.yml").exists():
+        return json.loads((out / "fuseval_train.json").read_text())
+    tok = load_tokenizer(pivot_dir)
+    model = AutoModelForCausalLM.from_pretrained(pivot_dir, dtype=torch.float32)
+    work = out.parent / f".{out.name}.train"  # checkpoints: a killed run resumes here
+    summary = train(model, examples, cfg, work, tokenizer=tok, pad_id=tok.pad_token_id or 0, progress=progress)
+    summary = {k: v for k, v in summary.items() if k != "losses"}
+    with atomic_output_dir(out, force=True) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        _write_generation_config(tmp, tok)
+        atomic_write_text(tmp / "fuseval_train.json", json.dumps(summary, indent=1))
+        atomic_write_text(tmp / "fuseval_recipe.yml", yaml.safe_dump(recipe, sort_keys=False))
+    import shutil
+
+    shutil.rmtree(work, ignore_errors=True)
+    return summary
+
+
+def run_fuse(cfg: FuseConfig, out_dir: str | Path, progress: bool = False) -> dict:
+    """Run both stages (and the control) for every seed; return and write the report."""
+    from fusion.merge.config import parse_merge_config
+    from fusion.merge.engine import run_merge
+    from fusion.zoo import load_conversations
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    pivot = Path(cfg.pivot)
+    for d in [pivot, *map(Path, cfg.sources)]:
+        if not (d / "config.json").exists():
+            raise FusevalError(f"{d}: not a model directory (no config.json)")
+    convs = load_conversations(Path(cfg.data))
+    if not convs:
+        raise FusevalError(f"{cfg.data}: no conversations")
+    kw = dict(top_k=cfg.fusion.top_k, backend=cfg.fusion.backend, batch_size=cfg.fusion.batch_size)
+    names = [Path(s).name for s in cfg.sources]
+    if len(set(names)) != len(names) or "pivot" in names:
+        raise FusevalError("source directories need distinct names other than 'pivot'")
+    p_store = extract_teachers(pivot, convs, out / "teachers" / "pivot", **kw)
+    s_stores = [extract_teachers(Path(s), convs, out / "teachers" / n, **kw) for s, n in zip(cfg.sources, names)]
+    report: dict = {"config": cfg.model_dump(), "stage1": {}, "runs": {}}
+    stage1 = {}
+    for s, n, store in zip(cfg.sources, names, s_stores):
+        examples, stats = fused_examples(convs, pivot, p_store, [(Path(s), store)], cfg.fusion, out / "teachers")
+        stage1[n] = examples
+        report["stage1"][n] = stats
+    for seed in cfg.seeds:
+        run: dict = {}
+        tcfg = cfg.train.model_copy(update={"seed": seed})
+        targets = []
+        for n in names:
+            dest = out / f"seed-{seed}" / f"target-{n}"
+            recipe = {"fuseval": "fusion stage 1", "pivot": str(pivot), "source": n, "seed": seed,
+                      "fusion": cfg.fusion.model_dump(), "train": tcfg.model_dump()}
+            run[f"target-{n}"] = _train_from(pivot, stage1[n], tcfg, dest, recipe, progress)
+            targets.append(dest)
+        merged = out / f"seed-{seed}" / "merged"
+        if not (merged / "fuseval_recipe.yml").exists():
+            mcfg = parse_merge_config({"merge_method": cfg.merge.method, "base_model": str(pivot),
+                                       "models": [{"model": str(t)} for t in targets],
+                                       "parameters": cfg.merge.parameters, "dtype": "float32", "seed": seed})
+            run_merge(mcfg, merged)
+        if cfg.control:
+            recipe = {"fuseval": "control: gold labels only", "pivot": str(pivot), "seed": seed,
+                      "train": tcfg.model_copy(update={"lam": 1.0}).model_dump()}
+            run["control"] = _train_from(pivot, gold_examples(convs, pivot), tcfg.model_copy(update={"lam": 1.0}),
+                                         out / f"seed-{seed}" / "control", recipe, progress)
+        report["runs"][f"seed-{seed}"] = run
+    atomic_write_text(out / "fuse_report.json", json.dumps(report, indent=1, default=str) + "\n")
+    return report
