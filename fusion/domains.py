@@ -41,6 +41,7 @@ class Conversation:
     qid: str
     messages: list[dict] = field(hash=False)
     answers: list[str] = field(hash=False)
+    noisy: bool = False  # the answers are the domain's plausible wrong ones (see `generate(noise=...)`)
 
     def prompt_turns(self) -> list[str]:
         return [m["content"] for m in self.messages if m["role"] == "user"]
@@ -136,12 +137,13 @@ def generate(domain: str, n: int, seed: int, split: str, noise: float = 0.0, tes
         if split_of(q1, test_fraction) != split or (unique and q1 in seen):
             continue
         seen.add(q1)
-        if noise and rng.random() < noise:
+        noisy = bool(noise) and rng.random() < noise
+        if noisy:
             c1, c2 = w1, w2
         messages = [{"role": "user", "content": q1}, {"role": "assistant", "content": d.phrase(c1, 0)},
                     {"role": "user", "content": q2}, {"role": "assistant", "content": d.phrase(c2, 1)}]
         qid = f"{domain}-{split}-{seed}-{len(out)}"
-        out.append(Conversation(domain, qid, messages, [c1, c2]))
+        out.append(Conversation(domain, qid, messages, [c1, c2], noisy))
     return out
 
 

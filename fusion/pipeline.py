@@ -132,6 +132,7 @@ def fused_examples(convs, pivot_dir: Path, pivot_store: TeacherStore, sources: l
     fuse = FUSION_FUNCTIONS[params.function]
     names = ["pivot"] + [Path(d).name for d, _ in sources]
     picks: dict[str, Counter] = defaultdict(Counter)
+    picks_noisy: dict[str, Counter] = defaultdict(Counter)  # examples whose gold answers are known to be wrong
     weight_sum: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(len(names)))
     moved = total = 0
     examples = []
@@ -151,10 +152,13 @@ def fused_examples(convs, pivot_dir: Path, pivot_store: TeacherStore, sources: l
         t_ids, t_probs, w = fuse(cands)
         domain = getattr(c, "domain", "") or "all"
         picks[domain][names[int(np.argmax(w))]] += 1
+        if getattr(c, "noisy", False):
+            picks_noisy[domain][names[int(np.argmax(w))]] += 1
         weight_sum[domain] += w
         examples.append(Example(ids, resp, t_ids, t_probs.astype(np.float32)))
     stats = {
         "picked": {d: dict(cnt) for d, cnt in sorted(picks.items())},
+        "picked_on_noisy": {d: dict(cnt) for d, cnt in sorted(picks_noisy.items())},
         "mean_weight": {d: dict(zip(names, (v / sum(picks[d].values())).round(4).tolist())) for d, v in weight_sum.items()},
         "transferred_share": moved / total if total else 0.0,
     }

@@ -273,6 +273,7 @@ class WorldSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    version: int = Field(2, description="Bumped when the world's construction changes, so caches rebuild.")
     seed: int = 0
     # The pivot is a generalist of sorts: fluent in formatting, and it has seen a few examples of
     # every other domain (it knows the answer phrasing, not the skill), as a pretrained chat model
@@ -366,7 +367,7 @@ def _write_generation_config(path: Path, tok) -> None:
 
 def conversations_to_jsonl(convs, path: Path) -> None:
     atomic_write_text(path, "".join(json.dumps({"qid": c.qid, "domain": c.domain, "messages": c.messages,
-                                                "answers": c.answers}) + "\n" for c in convs))
+                                                "answers": c.answers, "noisy": c.noisy}) + "\n" for c in convs))
 
 
 def load_conversations(path: Path) -> list:
@@ -378,7 +379,8 @@ def load_conversations(path: Path) -> list:
             continue
         try:
             d = json.loads(line)
-            out.append(Conversation(d.get("domain", ""), str(d.get("qid", n)), d["messages"], d.get("answers", [])))
+            out.append(Conversation(d.get("domain", ""), str(d.get("qid", n)), d["messages"], d.get("answers", []),
+                                    bool(d.get("noisy", False))))
         except (json.JSONDecodeError, KeyError, TypeError) as e:
             raise FusevalError(f"{path}:{n}: not a conversation record ({e})") from None
     return out
@@ -395,6 +397,7 @@ def build_world(root: str | Path, spec: WorldSpec | None = None, progress: bool 
     spec = spec or WorldSpec()
     out = Path(root) / f"world-{spec.key()}"
     if (out / "world.json").exists():
+        write_fuse_recipe(out, spec)
         return out
     all_domains = sorted({d for m in [spec.pivot, *spec.sources] for d in m.domains + m.light_domains})
     texts = D.corpus(all_domains, 400, seed=spec.seed)
@@ -411,7 +414,33 @@ def build_world(root: str | Path, spec: WorldSpec | None = None, progress: bool 
         conversations_to_jsonl(fusion, tmp / "fusion.jsonl")
         conversations_to_jsonl(test, tmp / "test.jsonl")
         atomic_write_text(tmp / "world.json", json.dumps({"spec": spec.model_dump(), "training": summaries}, indent=2))
+    write_fuse_recipe(out, spec)
     return out
+
+
+# The world's FuseChat recipe. λ = 0.5 rather than FuseChat's 0.9: the fusion data's answers on the
+# sources' domains are noisy (fusion_noise), and the teachers' correction has to outweigh them.
+# Steps and learning rate are what a tiny pivot needs to pick up a skill on 2 CPU cores.
+WORLD_FUSE_RECIPE = {
+    "fusion": {"function": "min_ce", "top_k": 10, "temperature": 1.0, "max_distance": 0},
+    "train": {"steps": 600, "batch_size": 32, "lr": 3e-3, "warmup": 20, "lam": 0.5},
+    "merge": {"method": "varm"},
+    "seeds": [0, 1],
+    "control": True,
+}
+
+
+def write_fuse_recipe(world: Path, spec: WorldSpec) -> Path:
+    """world/fuse.yml: the pipeline recipe over the world's models (paths relative to the world)."""
+    import yaml
+
+    recipe = {"pivot": spec.pivot.name, "sources": [s.name for s in spec.sources], "data": "fusion.jsonl",
+              **WORLD_FUSE_RECIPE}
+    path = Path(world) / "fuse.yml"
+    text = "# FuseChat recipe for the tiny world: fuseval fuse fuse.yml OUT_DIR\n" + yaml.safe_dump(recipe, sort_keys=False)
+    if not path.exists() or path.read_text() != text:
+        atomic_write_text(path, text)
+    return path
 
 
 def score(model_dir: str | Path, convs, batch_size: int = 64) -> np.ndarray:
