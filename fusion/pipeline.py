@@ -31,6 +31,7 @@ from fusion import align
 from fusion.chat import encode_chat, load_tokenizer
 from fusion.distill import (FUSION_FUNCTIONS, Candidate, TeacherRecord, TeacherStore, extract_teachers, record_key,
                             topk_probs)
+from fusion.configfile import read_yaml, validation_message
 from fusion.errors import FusevalError
 from fusion.files import atomic_output_dir, atomic_write_text
 from fusion.train import Example, TrainConfig, train
@@ -78,21 +79,13 @@ class FuseConfig(BaseModel):
 def load_fuse_config(path: str | Path) -> FuseConfig:
     """Read and validate a fuse config; relative paths are taken from the config's directory."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise FusevalError(f"{path}: config file not found") from None
-    except yaml.YAMLError as e:
-        raise FusevalError(f"{path}: malformed YAML ({getattr(e, 'problem', e)})") from None
+    data = read_yaml(path)
     if not isinstance(data, dict):
         raise FusevalError(f"{path}: expected a mapping at the top level")
     try:
         cfg = FuseConfig.model_validate(data)
     except ValidationError as e:
-        err = e.errors()[0]
-        loc = ".".join(str(x) for x in err["loc"])
-        kind = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-        raise FusevalError(f"{path}: {loc}: {kind}") from None
+        raise FusevalError(validation_message(str(path), e)) from None
     here = path.resolve().parent
     fix = lambda p: str(p if os.path.isabs(p) else here / p)  # noqa: E731
     return cfg.model_copy(update={"pivot": fix(cfg.pivot), "sources": [fix(s) for s in cfg.sources], "data": fix(cfg.data)})

@@ -423,7 +423,7 @@ def build_world(root: str | Path, spec: WorldSpec | None = None, progress: bool 
 # Steps and learning rate are what a tiny pivot needs to pick up a skill on 2 CPU cores.
 WORLD_FUSE_RECIPE = {
     "fusion": {"function": "min_ce", "top_k": 10, "temperature": 1.0, "max_distance": 0},
-    "train": {"steps": 600, "batch_size": 32, "lr": 3e-3, "warmup": 20, "lam": 0.5},
+    "train": {"steps": 600, "batch_size": 32, "lr": 1e-3, "warmup": 20, "lam": 0.5},
     "merge": {"method": "varm"},
     "seeds": [0, 1],
     "control": True,

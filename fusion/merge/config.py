@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from fusion.configfile import read_yaml, validation_message
 from fusion.errors import FusevalError
 from fusion.merge.params import check_value
 from fusion.merge.registry import get_method
@@ -36,20 +36,6 @@ class MergeConfig(BaseModel):
     seed: int = Field(default=0, description="Seed for random methods (DARE, DELLA); recorded in the recipe.")
 
 
-def _format_pydantic_error(path: str, err: ValidationError) -> str:
-    errors = err.errors()
-    # A misspelled key shows up as an unknown key plus a missing one: the unknown key is the news.
-    e = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
-    loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-    if e["type"] == "extra_forbidden":
-        missing = [".".join(map(str, x["loc"])) for x in errors if x["type"] == "missing"]
-        hint = f" (and '{missing[0]}' is missing: a misspelling?)" if missing else ""
-        return f"{path}: unknown key '{loc}'{hint}"
-    if e["type"] == "missing":
-        return f"{path}: missing required key '{loc}'"
-    return f"{path}: {loc}: {e['msg']}"
-
-
 def _keys(model: type[BaseModel]) -> set[str]:
     """The names a YAML uses for a parameter model's fields (aliases such as `lambda` included)."""
     return {f.alias or name for name, f in model.model_fields.items()}
@@ -57,16 +43,7 @@ def _keys(model: type[BaseModel]) -> set[str]:
 
 def load_merge_config(path: str | os.PathLike) -> MergeConfig:
     """Read and validate a merge YAML; every problem is one line naming the file and key."""
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise FusevalError(f"{path}: config file not found") from None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise FusevalError(f"{path}: malformed YAML{where} ({getattr(e, 'problem', e)})") from None
-    return parse_merge_config(data, str(path))
+    return parse_merge_config(read_yaml(path), str(path))
 
 
 def parse_merge_config(data: Any, source: str = "<config>") -> MergeConfig:
@@ -78,7 +55,7 @@ def parse_merge_config(data: Any, source: str = "<config>") -> MergeConfig:
     try:
         cfg = MergeConfig.model_validate(data)
     except ValidationError as e:
-        raise FusevalError(_format_pydantic_error(source, e)) from None
+        raise FusevalError(validation_message(source, e)) from None
     try:
         method = get_method(cfg.merge_method)
     except FusevalError as e:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from pydantic import Field
 
@@ -51,6 +52,8 @@ def combine_deltas(base: torch.Tensor, deltas: list[torch.Tensor], weights: list
             if abs(total) >= 1e-8:  # mergekit's guard: a vanishing weight sum leaves the sum as is
                 mixed.div_(total)
         return mixed.mul_(lam).add_(base)
+    if _fused_ok(base, deltas):
+        return _consensus_fused(base, deltas, weights, normalize=normalize, lam=lam)
     # Elected sign s = ±1 per entry: + where Σ w_i δ_i >= 0. copysign gives -1 only for a sum of
     # -0.0, which arises only when every term is zero, and then no model agrees either way.
     sign = torch.ones_like(base).copysign_(mixed)
@@ -76,6 +79,29 @@ def combine_deltas(base: torch.Tensor, deltas: list[torch.Tensor], weights: list
             divisor.masked_fill_(divisor == 0, 1.0)
         mixed.div_(divisor)
     return mixed.mul_(lam).add_(base)
+
+
+def _fused_ok(base: torch.Tensor, deltas: list[torch.Tensor]) -> bool:
+    """The numba kernel serves contiguous CPU float32/float64 tensors of one dtype."""
+    return base.device.type == "cpu" and base.dtype in (torch.float32, torch.float64) and all(
+        t.device.type == "cpu" and t.dtype == base.dtype and t.is_contiguous() for t in [base, *deltas])
+
+
+def _consensus_fused(base: torch.Tensor, deltas: list[torch.Tensor], weights: list[float], *, normalize: bool,
+                     lam: float) -> torch.Tensor:
+    """The consensus branch of combine_deltas in one pass (fusion/merge/_kernels.py), written into base."""
+    from fusion.merge._kernels import ties_consensus
+
+    np_dtype = base.numpy().dtype
+    w = np.asarray(weights, dtype=np_dtype)
+    min_clamp = 0.5 * min(weights) if min(weights) > 0 else 0.0
+    flat = base.reshape(-1).numpy()
+    if lam == 1.0:
+        ties_consensus(flat, tuple(d.reshape(-1).numpy() for d in deltas), w, normalize, np_dtype.type(min_clamp))
+        return base
+    original = base.clone()
+    ties_consensus(flat, tuple(d.reshape(-1).numpy() for d in deltas), w, normalize, np_dtype.type(min_clamp))
+    return deltas[0].mul_(lam).add_(original)
 
 
 @register("task_arithmetic", model_params=WeightParams, global_params=TaskArithmeticParams)

@@ -111,6 +111,13 @@ def test_fused_minus_control_is_reported_with_its_interval_and_seed_spread(fused
         diff, lo, hi = paired_difference(f_rows, c_rows, cl)
         diffs.append(diff)
         result["per_seed"][seed] = {"fused_minus_control": diff, "low": lo, "high": hi}
+        # Stage 1 alone: each target against the control on its own source's domains.
+        for s in spec.sources:
+            t_rows, t_cl = _rows(fused, f"target-{s.name}/{seed}", set(s.domains))
+            c_rows, _ = _rows(fused, f"control/{seed}", set(s.domains))
+            d, lo, hi = paired_difference(t_rows, c_rows, t_cl)
+            result["per_seed"][seed][f"target-{s.name}_minus_control_on_its_domains"] = {"diff": d, "low": lo, "high": hi}
+            print(f"seed {seed}: target-{s.name} - control on {s.domains} {d:+.3f} [{lo:+.3f}, {hi:+.3f}]")
     result["seed_spread_sd"] = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else None
     result["mean_fused_minus_control"] = float(np.mean(diffs))
     (fused["out"] / "fusion_eval.json").write_text(json.dumps(result, indent=1))

@@ -118,7 +118,7 @@ def test_config_errors_name_the_file_and_key(tmp_path, micro):
     bad = tmp_path / "fuse.yml"
     bad.write_text(yaml.safe_dump({"pivot": str(world / "pivot"), "sources": [str(world / "source_numbers")],
                                    "data": str(world / "fusion.jsonl"), "trian": {"steps": 1}}))
-    with pytest.raises(FusevalError, match=r"fuse\.yml: trian: unknown key"):
+    with pytest.raises(FusevalError, match=r"fuse\.yml: unknown key 'trian'"):
         load_fuse_config(bad)
     bad.write_text(yaml.safe_dump({"pivot": str(tmp_path), "sources": [str(world / "source_numbers")],
                                    "data": str(world / "fusion.jsonl")}))

@@ -1,0 +1,40 @@
+"""Reading YAML config files with one-line errors that name the file and the key."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from fusion.errors import FusevalError
+
+
+def read_yaml(path: str | os.PathLike) -> Any:
+    """The parsed YAML of a file; a missing file or malformed YAML is a FusevalError naming it."""
+    path = Path(path)
+    try:
+        return yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise FusevalError(f"{path}: config file not found") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise FusevalError(f"{path}: malformed YAML{where} ({getattr(e, 'problem', e)})") from None
+
+
+def validation_message(path: str, err: ValidationError) -> str:
+    """One line for a pydantic error: the file, the key and what is wrong with it."""
+    errors = err.errors()
+    # A misspelled key shows up as an unknown key plus a missing one: the unknown key is the news.
+    e = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
+    loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+    if e["type"] == "extra_forbidden":
+        missing = [".".join(map(str, x["loc"])) for x in errors if x["type"] == "missing"]
+        hint = f" (and '{missing[0]}' is missing: a misspelling?)" if missing else ""
+        return f"{path}: unknown key '{loc}'{hint}"
+    if e["type"] == "missing":
+        return f"{path}: missing required key '{loc}'"
+    return f"{path}: {loc}: {e['msg']}"
