@@ -7,6 +7,9 @@ each entry's expectation; `rescale: l1` restores the delta's L1 norm as mergekit
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
+
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -37,7 +40,17 @@ class DareTiesParams(DareParams):
 
 
 def _dropped(base, models, model_params, params, ctx):
-    return [random_drop(d, p.density, ctx.rng, params.rescale) for d, p in zip(deltas_in_place(base, models), model_params)]
+    """Each model's delta with its own random drop. Every model draws from its own child generator
+    (spawned from the tensor's generator, so still a function of seed and tensor name), which lets
+    the masks be drawn in parallel threads: numpy and torch release the GIL in these loops."""
+    deltas = deltas_in_place(base, models)
+    rngs = ctx.rng.spawn(len(deltas))
+    jobs = list(zip(deltas, model_params, rngs))
+    drop = lambda job: random_drop(job[0], job[1].density, job[2], params.rescale)  # noqa: E731
+    if len(jobs) < 2 or base.numel() < (1 << 16):
+        return [drop(j) for j in jobs]
+    with ThreadPoolExecutor(max_workers=min(len(jobs), os.cpu_count() or 1)) as pool:
+        return list(pool.map(drop, jobs))
 
 
 @register("dare_linear", model_params=DensityParams, global_params=DareParams)
