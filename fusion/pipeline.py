@@ -175,6 +175,9 @@ def _train_from(pivot_dir: Path, examples: list[Example], cfg: TrainConfig, out:
     from fusion.zoo import _write_generation_config
 
     if (out / "fuseval_recipe.yml").exists():
+        done = yaml.safe_load((out / "fuseval_recipe.yml").read_text())
+        if done != json.loads(json.dumps(recipe)):  # compare as plain data (tuples become lists)
+            raise FusevalError(f"{out}: holds a model trained with another recipe; use a new output directory")
         return json.loads((out / "fuseval_train.json").read_text())
     tok = load_tokenizer(pivot_dir)
     model = AutoModelForCausalLM.from_pretrained(pivot_dir, dtype=torch.float32)

@@ -139,3 +139,11 @@ def test_cli_reports_a_bad_config_in_one_line(tmp_path):
     assert r.returncode == 1
     lines = [ln for ln in r.stdout.splitlines() + r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "f.yml: fusion.function" in lines[0], lines
+
+
+def test_rerun_with_another_recipe_is_refused(micro):
+    world, out, _ = micro
+    cfg = _cfg(world).model_dump()
+    cfg["train"]["lr"] = 0.123
+    with pytest.raises(FusevalError, match="another recipe"):
+        run_fuse(FuseConfig.model_validate(cfg), out)
