@@ -47,3 +47,14 @@ def ties_consensus(base, deltas, weights, normalize, min_clamp):  # pragma: no c
         # from torch's separate mul_ and add_. So λ is applied by the caller when it is not 1.
         deltas[0][i] = num
         base[i] = num + base[i]
+
+
+@numba.njit(parallel=True, cache=True)
+def drop_divide(flat, raw, threshold, divisor):  # pragma: no cover - compiled
+    """DARE's drop in one pass: flat[i] / divisor where raw[i] < threshold, else flat[i] · 0
+    (a signed zero, as the masked multiply gives). divisor 1 leaves kept entries unchanged."""
+    for i in numba.prange(flat.shape[0]):
+        if raw[i] < threshold:
+            flat[i] = flat[i] / divisor
+        else:
+            flat[i] = flat[i] * 0

@@ -114,6 +114,17 @@ def random_drop(delta: torch.Tensor, density: float, rng: np.random.Generator, h
         return delta
     if density <= 0.0:
         return torch.zeros_like(delta)
+    if how != "l1" and delta.device.type == "cpu" and delta.dtype in (torch.float32, torch.float64) \
+            and delta.is_contiguous():
+        # The same draws and threshold as bernoulli_mask, compared, masked and divided in one pass.
+        from fusion.merge._kernels import drop_divide
+
+        n = delta.numel()
+        raw = rng.bit_generator.random_raw((n + 1) // 2).view(np.uint32)[:n]
+        flat = delta.reshape(-1).numpy()
+        drop_divide(flat, raw, np.uint32(min(round(density * 2**32), 2**32 - 1)),
+                    flat.dtype.type(density if how == "density" else 1.0))
+        return delta
     return _drop(delta, bernoulli_mask(rng, delta.numel(), density), density, how)
 
 
