@@ -158,21 +158,12 @@ def fused_examples(convs, pivot_dir: Path, pivot_store: TeacherStore, sources: l
     return examples, stats
 
 
-def gold_examples(convs, pivot_dir: Path) -> list[Example]:
-    tok = load_tokenizer(pivot_dir)
-    out = []
-    for c in convs:
-        ids, resp, _ = encode_chat(tok, c.messages)
-        out.append(Example(ids, resp[resp >= 1]))
-    return out
-
-
 def _train_from(pivot_dir: Path, examples: list[Example], cfg: TrainConfig, out: Path, recipe: dict, progress: bool) -> dict:
     """Train a copy of the pivot and save it (atomically) with the pivot's tokenizer and a recipe."""
     import torch
     from transformers import AutoModelForCausalLM
 
-    from fusion.zoo import _write_generation_config
+    from fusion.zoo import write_generation_config
 
     if (out / "fuseval_recipe.yml").exists():
         done = yaml.safe_load((out / "fuseval_recipe.yml").read_text())
@@ -187,7 +178,7 @@ def _train_from(pivot_dir: Path, examples: list[Example], cfg: TrainConfig, out:
     with atomic_output_dir(out, force=True) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        _write_generation_config(tmp, tok)
+        write_generation_config(tmp, tok)
         atomic_write_text(tmp / "fuseval_train.json", json.dumps(summary, indent=1))
         atomic_write_text(tmp / "fuseval_recipe.yml", yaml.safe_dump(recipe, sort_keys=False))
     import shutil
@@ -200,7 +191,7 @@ def run_fuse(cfg: FuseConfig, out_dir: str | Path, progress: bool = False) -> di
     """Run both stages (and the control) for every seed; return and write the report."""
     from fusion.merge.config import parse_merge_config
     from fusion.merge.engine import run_merge
-    from fusion.zoo import load_conversations
+    from fusion.zoo import encode_conversations, load_conversations
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -240,9 +231,10 @@ def run_fuse(cfg: FuseConfig, out_dir: str | Path, progress: bool = False) -> di
                                        "parameters": cfg.merge.parameters, "dtype": "float32", "seed": seed})
             run_merge(mcfg, merged)
         if cfg.control:
+            gold_cfg = tcfg.model_copy(update={"lam": 1.0})
             recipe = {"fuseval": "control: gold labels only", "pivot": str(pivot), "seed": seed,
-                      "train": tcfg.model_copy(update={"lam": 1.0}).model_dump()}
-            run["control"] = _train_from(pivot, gold_examples(convs, pivot), tcfg.model_copy(update={"lam": 1.0}),
+                      "train": gold_cfg.model_dump()}
+            run["control"] = _train_from(pivot, encode_conversations(load_tokenizer(pivot), convs), gold_cfg,
                                          out / f"seed-{seed}" / "control", recipe, progress)
         report["runs"][f"seed-{seed}"] = run
     atomic_write_text(out / "fuse_report.json", json.dumps(report, indent=1, default=str) + "\n")

@@ -353,11 +353,11 @@ def train_specialist(spec: ModelSpec, tok, seed: int, train_per_domain: int, out
     with atomic_output_dir(out_dir, force=True) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
-        _write_generation_config(tmp, tok)
+        write_generation_config(tmp, tok)
     return summary
 
 
-def _write_generation_config(path: Path, tok) -> None:
+def write_generation_config(path: Path, tok) -> None:
     from fusion.chat import end_token_ids
 
     atomic_write_text(path / "generation_config.json", json.dumps(

@@ -13,9 +13,9 @@ import numpy as np
 
 
 @numba.njit(parallel=True, cache=True)
-def ties_consensus(base, deltas, weights, normalize, min_clamp):  # pragma: no cover - compiled
-    """base += s · Σ_i relu(w_i δ_i s) / divisor with s = sign(Σ_i w_i δ_i); the merged delta (before
-    adding base) is also left in deltas[0], for a caller that scales it by λ ≠ 1 itself.
+def ties_consensus(base, deltas, weights, normalize, min_clamp, add_base):  # pragma: no cover - compiled
+    """deltas[0] = s · Σ_i relu(w_i δ_i s) / divisor with s = sign(Σ_i w_i δ_i), and with add_base
+    also base += that merged delta (a caller that scales it by λ ≠ 1 adds base itself).
 
     divisor = Σ of the weights of agreeing models (normalize) with min_clamp > 0 as its floor, or
     a zero divisor replaced by 1 when min_clamp <= 0; without normalize the divisor is 1.
@@ -46,7 +46,8 @@ def ties_consensus(base, deltas, weights, normalize, min_clamp):  # pragma: no c
         # No multiply-add here: LLVM may contract a*b + c into one fma, which rounds differently
         # from torch's separate mul_ and add_. So λ is applied by the caller when it is not 1.
         deltas[0][i] = num
-        base[i] = num + base[i]
+        if add_base:
+            base[i] = num + base[i]
 
 
 @numba.njit(parallel=True, cache=True)

@@ -101,11 +101,17 @@ def _drop(delta: torch.Tensor, keep: np.ndarray, keep_prob: float | torch.Tensor
     return _l1_rescale(kept, before) if how == "l1" else kept
 
 
-def bernoulli_mask(rng: np.random.Generator, n: int, p: float) -> np.ndarray:
-    """n independent keeps with probability p (to 2^-32): raw 32-bit draws against a threshold,
+def _raw_draws(rng: np.random.Generator, n: int, p: float) -> tuple[np.ndarray, np.uint32]:
+    """n raw 32-bit draws and the threshold below which a draw keeps with probability p (to 2^-32);
     ~1.5x faster than drawing floats."""
     raw = rng.bit_generator.random_raw((n + 1) // 2).view(np.uint32)[:n]
-    return raw < np.uint32(min(round(p * 2**32), 2**32 - 1))
+    return raw, np.uint32(min(round(p * 2**32), 2**32 - 1))
+
+
+def bernoulli_mask(rng: np.random.Generator, n: int, p: float) -> np.ndarray:
+    """n independent keeps with probability p."""
+    raw, threshold = _raw_draws(rng, n, p)
+    return raw < threshold
 
 
 def random_drop(delta: torch.Tensor, density: float, rng: np.random.Generator, how: Rescale) -> torch.Tensor:
@@ -119,11 +125,8 @@ def random_drop(delta: torch.Tensor, density: float, rng: np.random.Generator, h
         # The same draws and threshold as bernoulli_mask, compared, masked and divided in one pass.
         from fusion.merge._kernels import drop_divide
 
-        n = delta.numel()
-        raw = rng.bit_generator.random_raw((n + 1) // 2).view(np.uint32)[:n]
         flat = delta.reshape(-1).numpy()
-        drop_divide(flat, raw, np.uint32(min(round(density * 2**32), 2**32 - 1)),
-                    flat.dtype.type(density if how == "density" else 1.0))
+        drop_divide(flat, *_raw_draws(rng, flat.size, density), flat.dtype.type(density if how == "density" else 1.0))
         return delta
     return _drop(delta, bernoulli_mask(rng, delta.numel(), density), density, how)
 

@@ -43,6 +43,8 @@ def combine_deltas(base: torch.Tensor, deltas: list[torch.Tensor], weights: list
     """
     # Weights take the compute dtype's rounding, as mergekit builds them as a tensor of that dtype.
     weights = [float(torch.tensor(w, dtype=base.dtype)) for w in weights]
+    if consensus and _fused_ok(base, deltas):
+        return _consensus_fused(base, deltas, weights, normalize=normalize, lam=lam)
     mixed = torch.mul(deltas[0], weights[0])
     for w, d in zip(weights[1:], deltas[1:]):
         mixed.add_(d, alpha=w)
@@ -52,8 +54,6 @@ def combine_deltas(base: torch.Tensor, deltas: list[torch.Tensor], weights: list
             if abs(total) >= 1e-8:  # mergekit's guard: a vanishing weight sum leaves the sum as is
                 mixed.div_(total)
         return mixed.mul_(lam).add_(base)
-    if _fused_ok(base, deltas):
-        return _consensus_fused(base, deltas, weights, normalize=normalize, lam=lam)
     # Elected sign s = ±1 per entry: + where Σ w_i δ_i >= 0. copysign gives -1 only for a sum of
     # -0.0, which arises only when every term is zero, and then no model agrees either way.
     sign = torch.ones_like(base).copysign_(mixed)
@@ -95,13 +95,10 @@ def _consensus_fused(base: torch.Tensor, deltas: list[torch.Tensor], weights: li
     np_dtype = base.numpy().dtype
     w = np.asarray(weights, dtype=np_dtype)
     min_clamp = 0.5 * min(weights) if min(weights) > 0 else 0.0
-    flat = base.reshape(-1).numpy()
-    if lam == 1.0:
-        ties_consensus(flat, tuple(d.reshape(-1).numpy() for d in deltas), w, normalize, np_dtype.type(min_clamp))
-        return base
-    original = base.clone()
-    ties_consensus(flat, tuple(d.reshape(-1).numpy() for d in deltas), w, normalize, np_dtype.type(min_clamp))
-    return deltas[0].mul_(lam).add_(original)
+    add_base = lam == 1.0  # else λ is applied here, after the kernel (see ties_consensus)
+    ties_consensus(base.reshape(-1).numpy(), tuple(d.reshape(-1).numpy() for d in deltas), w, normalize,
+                   np_dtype.type(min_clamp), add_base)
+    return base if add_base else deltas[0].mul_(lam).add_(base)
 
 
 @register("task_arithmetic", model_params=WeightParams, global_params=TaskArithmeticParams)
