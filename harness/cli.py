@@ -16,7 +16,7 @@ from fusion.errors import FusevalError
 
 app = typer.Typer(help="Fuse and merge chat LLMs, and measure with honest error bars whether the result got better.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # no hard wraps: lines stay greppable in CI logs
 _state = {"debug": False}
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(I?B)?\s*$", re.IGNORECASE)
@@ -94,6 +94,89 @@ def fuse(
         picks = ", ".join(f"{d}: {dict(c)}" for d, c in st["picked"].items())
         console.print(f"stage 1 {name}: transferred {st['transferred_share']:.0%} of response tokens; picked {picks}")
     console.print(f"wrote {out_dir}: " + ", ".join(sorted(p.name for p in Path(out_dir).iterdir() if not p.name.startswith("."))))
+
+
+def _parse_options(items: list[str]) -> dict:
+    import yaml
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise FusevalError(f"--option {item!r}: write KEY=VALUE, e.g. max_model_len=2048")
+        out[key.strip().replace("-", "_")] = yaml.safe_load(value) if value else ""
+    return out
+
+
+@app.command()
+def generate(
+    model: str = typer.Argument(..., help="Model directory (vllm, transformers) or the served model name (openai)."),
+    bench: str = typer.Option("general", "--bench", help="Question set: general, zoo, a question.jsonl, or a directory holding one."),
+    out: Path = typer.Option(..., "--out", help="Answer file to write (FastChat model_answer jsonl); an existing one is resumed."),
+    backend: str = typer.Option(None, "--backend", help="vllm, transformers or openai (default: vllm if installed, else transformers)."),
+    limit: int = typer.Option(None, "--limit", min=1, help="Answer only the first N questions."),
+    max_new_tokens: int = typer.Option(1024, "--max-new-tokens", min=1, help="Upper bound on each turn's answer."),
+    samples: int = typer.Option(1, "--samples", min=1, help="Answers per question, each with its own seed."),
+    temperature: float = typer.Option(None, "--temperature", min=0, help="One temperature for all categories (default: per category)."),
+    seed: int = typer.Option(0, "--seed", help="Base seed of the per-question sampling seeds."),
+    model_id: str = typer.Option(None, "--model-id", help="Name the answers are filed under (default: the model directory's name)."),
+    chat_template: Path = typer.Option(None, "--chat-template", help="Jinja chat template file to use instead of the model's own."),
+    base_url: str = typer.Option(None, "--base-url", help="openai: the endpoint, e.g. http://127.0.0.1:8000/v1."),
+    api_key_env: str = typer.Option(None, "--api-key-env", help="openai: name of the environment variable holding the API key."),
+    concurrency: int = typer.Option(None, "--concurrency", min=1, help="vllm/openai: requests in flight at once."),
+    device: str = typer.Option(None, "--device", help="transformers: auto, cpu or cuda."),
+    log_dir: Path = typer.Option(None, "--log-dir", help="vllm: where the server log goes (default: beside --out)."),
+    option: list[str] = typer.Option([], "--option", "-o", help="Backend option KEY=VALUE (repeatable), e.g. -o max_model_len=2048 -o tensor_parallel_size=2."),
+) -> None:
+    """Answer a multi-turn question set with a model; resumable, failures retried on the next run."""
+    from harness.backends import default_backend, make_backend
+    from harness.bench import load_questions, resolve_bench
+    from harness.generate import GenerationSettings, count_requests, generate_answers, pending
+
+    kind = backend or default_backend()
+    opts = _parse_options(option)
+    if kind == "openai":
+        if not base_url:
+            raise FusevalError("--backend openai needs --base-url")
+        if chat_template:
+            raise FusevalError("--chat-template does not apply to --backend openai: the endpoint applies its own template")
+        opts.update(base_url=base_url, api_key_env=api_key_env)
+    elif base_url or api_key_env:
+        raise FusevalError("--base-url and --api-key-env apply to --backend openai only")
+    if chat_template and not chat_template.is_file():
+        raise FusevalError(f"{chat_template}: no such chat template file")
+    if chat_template:
+        opts["chat_template"] = chat_template
+    if concurrency and kind != "transformers":
+        opts["concurrency"] = concurrency
+    if device:
+        if kind != "transformers":
+            raise FusevalError("--device applies to --backend transformers (vLLM picks its own device)")
+        opts["device"] = device
+    qpath = resolve_bench(bench)
+    questions = load_questions(qpath)[:limit]
+    settings = GenerationSettings(max_new_tokens=max_new_tokens, samples=samples, temperature=temperature, seed=seed)
+    model_id = model_id or (model if kind == "openai" else Path(model).resolve().name)
+    todo = pending(questions, out, model_id, settings)
+    if not todo:
+        console.print(f"{out}: all {len(questions)} questions already answered by {model_id}")
+        return
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our own bar shows the progress
+    b = make_backend(kind, model, opts, model_id=model_id, log_dir=log_dir or out.parent / "logs",
+                     where="--option/backend options")
+    with _progress() as prog:
+        task = prog.add_task(f"{kind}: starting {model_id}", total=None)
+        with b:
+            prog.update(task, description=f"generate ({model_id}, {qpath.parent.name})", total=count_requests(todo, settings))
+            rep = generate_answers(b, questions, out, settings, on_request=lambda n: prog.advance(task, n))
+    console.print(f"wrote {out}: {rep.answered} questions answered, {rep.already_done} already there, "
+                  f"{rep.failed} failed; {rep.completion_tokens} tokens in {rep.wall_s:.1f}s ({rep.tokens_per_s:.0f} tok/s)")
+    if rep.failed:
+        raise FusevalError(f"{rep.failed} questions failed (errors in {rep.failures_path}); run the same command "
+                           "again to retry them")
 
 
 @app.command()

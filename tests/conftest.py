@@ -26,3 +26,14 @@ def write_yaml(tmp_path):
         return p
 
     return write
+
+
+WORKSPACE = Path(os.environ.get("FUSEVAL_WORKSPACE", Path(__file__).resolve().parents[1] / "runs"))
+
+
+@pytest.fixture(scope="session")
+def world() -> Path:
+    """The embedded tiny world (trained pivot and sources), cached under $FUSEVAL_WORKSPACE (default runs/)."""
+    from fusion import zoo
+
+    return zoo.build_world(WORKSPACE / "world")

@@ -1,0 +1,99 @@
+"""The server lifecycle of the vllm backend, on a stub OpenAI server: start, stop, crash, restart, hang.
+
+The same code paths run with a real vLLM server in test_vllm.py; the stub makes the faults cheap.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+from fusion.errors import FusevalError
+from harness.backends import ChatRequest, GenParams, VLLMBackend, VLLMOptions
+from harness.backends.vllm_server import port_in_use
+
+STUB = [sys.executable, str(Path(__file__).with_name("stub_openai.py"))]
+
+
+def stub_backend(tmp_path, *flags, **options) -> VLLMBackend:
+    opts = {"startup_timeout_s": 30, "request_timeout_s": 10, **options}
+    return VLLMBackend("stub-model", VLLMOptions(**opts), log_dir=tmp_path / "logs", command=[*STUB, *flags])
+
+
+def ask(b, *texts):
+    return b.generate([ChatRequest([{"role": "user", "content": t}], GenParams(max_new_tokens=4)) for t in texts])
+
+
+def children() -> list[psutil.Process]:
+    return [p for p in psutil.Process().children(recursive=True) if p.is_running() and p.status() != "zombie"]
+
+
+def test_start_serve_stop_leaves_nothing_behind(tmp_path):
+    before = children()
+    b = stub_backend(tmp_path)
+    with b:
+        port = b.server.port
+        assert b.server.options.host == "127.0.0.1" and port_in_use("127.0.0.1", port)
+        assert [r.text for r in ask(b, "echo a", "echo b")] == ["echo a", "echo b"]
+        assert b.server.log_path.parent == tmp_path / "logs"
+    assert not port_in_use("127.0.0.1", port) and children() == before
+
+
+def test_server_is_stopped_when_the_body_raises(tmp_path):
+    b = stub_backend(tmp_path)
+    with pytest.raises(RuntimeError, match="body failed"), b:
+        pid, port = b.server.proc.pid, b.server.port
+        raise RuntimeError("body failed")
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+    assert not port_in_use("127.0.0.1", port)
+
+
+def test_a_server_that_dies_is_restarted_once_and_the_requests_sent_again(tmp_path):
+    b = stub_backend(tmp_path, "--die-flag", str(tmp_path / "died"))
+    with b:
+        first = b.server.port
+        res = ask(b, "echo 1", "die now", "echo 2")
+        assert [r.text for r in res] == ["echo 1", "die now", "echo 2"] and b.server.starts == 2
+        assert b.server.port != first or b.server.alive()
+
+
+def test_a_second_death_fails_with_the_log_tail(tmp_path):
+    b = stub_backend(tmp_path)
+    with b, pytest.raises(FusevalError, match=r"died again after a restart; log .*stub serving on"):
+        ask(b, "die now")
+    assert b.server.proc is None
+
+
+def test_a_server_that_exits_while_starting(tmp_path):
+    b = stub_backend(tmp_path, "--no-such-flag")
+    with pytest.raises(FusevalError, match=r"exited with code 2 while starting; log .*unrecognized arguments"):
+        b.start()
+
+
+def test_a_server_that_never_gets_ready_is_killed(tmp_path):
+    before = children()
+    b = stub_backend(tmp_path, "--start-delay", "60", startup_timeout_s=1.5)
+    with pytest.raises(FusevalError, match=r"not ready after 1.5 s"):
+        with b:
+            pass
+    assert children() == before
+
+
+def test_a_port_already_in_use_is_refused(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(FusevalError, match=f"port {port} on 127.0.0.1 is already in use"):
+            stub_backend(tmp_path, port=port).start()
+
+
+def test_a_hanging_request_times_out(tmp_path):
+    b = stub_backend(tmp_path, request_timeout_s=0.5)
+    with b:
+        slow, fast = ask(b, "slow:3 x", "echo y")
+    assert not slow.ok and "timed out" in slow.error and fast.ok
