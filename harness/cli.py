@@ -203,11 +203,19 @@ def _progress() -> Progress:
                     console=console, transient=True)
 
 
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM (CI timeouts, `kill`) into SystemExit, so `with` blocks stop the servers we started."""
+    import signal
+
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and exit code 1."""
     # Transparent huge pages for torch's large CPU buffers (read when torch first allocates):
     # merges allocate tensor-sized temporaries, and 4 KiB page faults dominated those allocations.
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+    exit_on_sigterm()
     try:
         rc = app(standalone_mode=False)
         if isinstance(rc, int) and rc:

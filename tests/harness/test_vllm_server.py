@@ -97,3 +97,31 @@ def test_a_hanging_request_times_out(tmp_path):
     with b:
         slow, fast = ask(b, "slow:3 x", "echo y")
     assert not slow.ok and "timed out" in slow.error and fast.ok
+
+
+def test_sigterm_to_fuseval_stops_the_server(tmp_path):
+    """A CI timeout or `kill` sends SIGTERM: the server must not outlive us."""
+    import signal
+    import subprocess
+    import time
+
+    script = tmp_path / "hold.py"
+    script.write_text(f"""
+import sys, time
+sys.path[:0] = {[str(Path(__file__).resolve().parents[2])]!r}
+from harness.cli import exit_on_sigterm
+from tests.harness.test_vllm_server import stub_backend
+from pathlib import Path
+exit_on_sigterm()
+with stub_backend(Path({str(tmp_path)!r})) as b:
+    print(b.server.proc.pid, b.server.port, flush=True)
+    time.sleep(60)
+""")
+    p = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    pid, port = map(int, p.stdout.readline().split())
+    assert psutil.pid_exists(pid)
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(timeout=30) == 128 + signal.SIGTERM
+    time.sleep(0.2)
+    assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
+    assert not port_in_use("127.0.0.1", port)
