@@ -114,6 +114,18 @@ def read_files(paths: list[Path]) -> tuple[int, float]:
     return total, time.perf_counter() - start
 
 
+def write_bytes(path: Path, nbytes: int) -> float:
+    """Seconds to write `nbytes` to a new file in 64 MiB chunks (not synced, as a merge's shards)."""
+    buf = bytes(CHUNK)
+    start = time.perf_counter()
+    with open(path, "wb", buffering=0) as f:
+        for off in range(0, nbytes, CHUNK):
+            f.write(buf[:min(CHUNK, nbytes - off)])
+    seconds = time.perf_counter() - start
+    path.unlink()
+    return seconds
+
+
 def evict_files(paths: list[Path]) -> None:
     """Ask the kernel to drop these files' clean pages from the page cache (no root needed)."""
     for p in paths:

@@ -162,7 +162,9 @@ def io_floor(models: dict) -> dict:
     C.evict_files(files)
     nbytes, cold = C.read_files(files)
     warm = min(C.read_files(files)[1] for _ in range(2))
-    return {"bytes": nbytes, "cold_s": cold, "warm_s": warm}
+    # The merge also writes one model's worth of bytes; on slow disks that, not reading, dominates.
+    write = C.write_bytes(C.CACHE / "write-floor.tmp", nbytes // len(recipe("linear", models)["models"]))
+    return {"bytes": nbytes, "cold_s": cold, "warm_s": warm, "write_s": write}
 
 
 def fmt(x: float | None, spec: str = ".1f", suffix: str = "") -> str:
@@ -207,6 +209,10 @@ def report(rows: list[dict], floor: dict, mk_note: str, judged: bool) -> list[di
     print(f"\nI/O floor (linear inputs, {floor['bytes'] / 1e9:.2f} GB): warm {floor['warm_s']:.2f}s, "
           f"cold {floor['cold_s']:.2f}s" + (f"; fuseval linear / warm floor = {lin['fuseval']['seconds'] / floor['warm_s']:.2f}x, "
                                            f"/ cold floor = {lin['fuseval']['seconds'] / floor['cold_s']:.2f}x" if lin else ""))
+    if "write_s" in floor:
+        both = floor["warm_s"] + floor["write_s"]
+        print(f"writing the output's bytes alone: {floor['write_s']:.2f}s; fuseval linear / (warm read + write) = "
+              + (f"{lin['fuseval']['seconds'] / both:.2f}x" if lin else "n/a"))
     print("\nagreement fuseval vs mergekit (bf16 outputs, max |diff| over all tensors):")
     for r in rows:
         a = r.get("agreement")

@@ -217,28 +217,36 @@ def run_merge(cfg: MergeConfig, out_dir: str | Path, *, config_path: str | Path 
             return None, None
         return (load(base, p.name) if base else None), [load(inp, p.name) for inp in inputs]
 
-    # Read ahead: one thread reads (and converts, and checks) tensor i+1 while tensor i is merged
-    # and written, so a cold read overlaps the compute instead of adding to it. torch and the
-    # mmap'd reads release the GIL; memory grows by one tensor's inputs.
-    with atomic_output_dir(out_dir, force=options.force) as tmp, ThreadPoolExecutor(1, "fuseval-read") as reader:
+    # A pipeline of three: one thread reads (converts, checks) tensor i+1 and one writes tensor i-1
+    # while tensor i is merged, so reading, computing and writing overlap instead of adding up.
+    # torch, the mmap'd reads and file writes release the GIL; memory grows by one tensor's inputs
+    # and one output. Writes stay in order: each waits for the one before (and raises its error).
+    with (atomic_output_dir(out_dir, force=options.force) as tmp, ThreadPoolExecutor(1, "fuseval-read") as reader,
+          ThreadPoolExecutor(1, "fuseval-write") as write_pool):
         writer = ShardedWriter(tmp, [(p.name, p.shape, p.out_dtype) for p in plan], options.shard_bytes,
                                metadata={"fuseval_method": method.name})
         ahead = reader.submit(load_inputs, plan[0]) if plan else None
+        written = None
         for i, p in enumerate(plan):
             b, models = ahead.result()
             ahead = reader.submit(load_inputs, plan[i + 1]) if i + 1 < len(plan) else None
             if not p.merge:
-                writer.write(p.name, ref.reader.get(p.name))
+                out = ref.reader.get(p.name)
             else:
                 ctx = TensorContext(p.name, np.random.Generator(np.random.PCG64(_tensor_seed(cfg.seed, p.name))))
                 out = method.fn(b, models, list(p.model_params), p.params, ctx)
                 del b, models
                 _check_finite(out, f"merge result ({method.name}) for tensor {p.name!r}")
-                writer.write(p.name, out)
                 if ctx.notes:
                     diagnostics[p.name] = ctx.notes
+            if written is not None:
+                written.result()
+            written = write_pool.submit(writer.write, p.name, out)
+            del out
             if progress:
                 progress(p.name, i + 1, len(plan))
+        if written is not None:
+            written.result()
         files = writer.finish()
         copy_model_files(side_src, tmp, out_dtype=parse_dtype(forced_out) if forced_out else None)
         if diagnostics:
