@@ -176,6 +176,7 @@ def _answer_chunk(backend: Backend, chunk: list[Question], settings: GenerationS
             answer_id=hashlib.sha256(f"{key}/{q.question_id!r}".encode()).hexdigest()[:22],
             choices=[Choice(index=units[u][1], turns=texts[u]) for u in us],
             generation_key=key, temperature=settings.temperature_for(q.category),
+            chat_template=backend.chat_template_hash,
             usage={"prompt_tokens": int(sum(stats[u][0] for u in us)),
                    "completion_tokens": int(sum(stats[u][1] for u in us)),
                    "latency_s": round(sum(stats[u][2] for u in us), 4)}))

@@ -10,6 +10,7 @@ set; `generate` raises only when the backend itself cannot go on (a server that 
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -71,11 +72,18 @@ def fit_to_context(prompt_tokens: int, params: GenParams, context: int) -> GenPa
     return params if params.max_new_tokens <= room else params.model_copy(update={"max_new_tokens": room})
 
 
+def template_hash(template: str | None) -> str | None:
+    """Short content hash of a chat template, recorded with every answer so a wrong one shows."""
+    return hashlib.sha256(template.encode()).hexdigest()[:16] if template else None
+
+
 class Backend(ABC):
     """Serves one model. Use as a context manager: it is always stopped, also on errors and Ctrl-C."""
 
     #: the name answers are filed under (FastChat's model_id)
     model_id: str
+    #: sha256 (16 hex) of the chat template that renders the prompts, where we apply it ourselves
+    chat_template_hash: str | None = None
 
     def start(self) -> None:
         """Load the model or start the server; idempotent."""

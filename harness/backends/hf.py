@@ -22,7 +22,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from fusion.errors import FusevalError
-from harness.backends.base import Backend, ChatRequest, ChatResult, GenParams, TokenLogprob, fit_to_context
+from harness.backends.base import (Backend, ChatRequest, ChatResult, GenParams, TokenLogprob, fit_to_context,
+                                   template_hash)
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ class TransformersBackend(Backend):
             raise FusevalError("--device cuda asked for, but torch sees no GPU")
         dtype = o.dtype if o.dtype != "auto" else ("auto" if device.type == "cuda" else "float32")
         self.tok = load_chat_tokenizer(self.path, o.chat_template)
+        self.chat_template_hash = template_hash(self.tok.chat_template)
         try:
             self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=dtype, use_safetensors=True,
                                                               trust_remote_code=False).to(device).eval()

@@ -30,7 +30,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from fusion.errors import FusevalError
-from harness.backends.base import Backend, ChatRequest, ChatResult, fit_to_context
+from harness.backends.base import Backend, ChatRequest, ChatResult, fit_to_context, template_hash
 from harness.backends.hf import load_chat_tokenizer
 from harness.backends.openai_api import OpenAIBackend, OpenAIOptions
 
@@ -237,6 +237,7 @@ class VLLMBackend(Backend):
             # Stop where the transformers backend stops: at the chat template's end-of-turn marker.
             self._tok = load_chat_tokenizer(self.server.model, self.options.chat_template)
             self._stop_tokens = end_token_ids(self._tok)
+            self.chat_template_hash = template_hash(self._tok.chat_template)
         self.server.start()
         self.context = self._served_context()
         extra = {"stop_token_ids": self._stop_tokens, "skip_special_tokens": True} if real_vllm else {}

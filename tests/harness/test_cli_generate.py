@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -54,6 +55,7 @@ def test_samples_and_an_explicit_chat_template(world, tmp_path):
     assert r.returncode == 0, r.stderr
     (a, b) = load_answers(out)
     assert [c.index for c in a.choices] == [0, 1, 2] and a.temperature == 0.7  # writing: sampled
+    assert a.chat_template == hashlib.sha256(tpl.read_bytes()).hexdigest()[:16]  # which template made it
 
 
 @pytest.mark.parametrize("args, message", [

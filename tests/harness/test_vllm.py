@@ -61,6 +61,7 @@ def test_two_turn_answers_in_fastchat_format_equal_transformers_greedy(served, q
         assert [c.index for c in a.choices] == [0] and len(a.choices[0].turns) == 2
     got = {a.question_id: a.choices[0].turns for a in lines}
     assert got == hf_answers
+    assert lines[0].chat_template == served.chat_template_hash and len(served.chat_template_hash) == 16
     assert sum(t.startswith(("The", "It", "Doubled")) for ts in got.values() for t in ts) > 20  # real answers
 
 
