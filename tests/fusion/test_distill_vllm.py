@@ -55,8 +55,13 @@ def test_vllm_prompt_logprobs_match_transformers(tmp_path):
     (tmp_path / "check.py").write_text(SCRIPT)
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", TMPDIR=str(tmp_path), VLLM_CACHE_ROOT=str(tmp_path / "vc"),
                TORCHINDUCTOR_CACHE_DIR=str(tmp_path / "ind"), HF_HUB_OFFLINE="1")
-    r = subprocess.run([sys.executable, str(tmp_path / "check.py"), str(tmp_path / "model"), str(tmp_path / "data.jsonl"),
-                        str(tmp_path / "out")], capture_output=True, text=True, env=env, timeout=800)
+    cmd = [sys.executable, str(tmp_path / "check.py"), str(tmp_path / "model"), str(tmp_path / "data.jsonl"),
+           str(tmp_path / "out")]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=800)
+    if r.returncode == -6 and "terminate called without an active exception" in r.stderr:
+        # vllm-cpu 0.32's in-process engine sometimes aborts in a C++ thread (seen once in CI, not
+        # reproducible); the extraction resumes, so one retry tells that crash from a real failure.
+        r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=800)
     line = next((ln for ln in r.stdout.splitlines() if ln.startswith("RESULT ")), None)
     assert r.returncode == 0 and line, r.stderr[-3000:]
     res = json.loads(line[len("RESULT "):])
