@@ -32,6 +32,11 @@ def render(tokenizer, messages: list[dict], add_generation_prompt: bool = False)
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=add_generation_prompt)
 
 
+def prompt_ids(tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of the prompt for the assistant's next turn: the template, its generation prompt added."""
+    return tokenizer(render(tokenizer, messages, add_generation_prompt=True), add_special_tokens=False)["input_ids"]
+
+
 def response_spans(tokenizer, messages: list[dict]) -> tuple[str, list[tuple[int, int]]]:
     """The rendered chat and the [start, end) character span of each assistant message in it."""
     require_template(tokenizer)
@@ -84,8 +89,7 @@ def greedy_answers(model, tokenizer, conversations: list[list[dict]], max_new_to
     device = next(model.parameters()).device
     out: list[str] = []
     for i in range(0, len(conversations), batch_size):
-        prompts = [tokenizer(render(tokenizer, c, add_generation_prompt=True), add_special_tokens=False)["input_ids"]
-                   for c in conversations[i:i + batch_size]]
+        prompts = [prompt_ids(tokenizer, c) for c in conversations[i:i + batch_size]]
         width = max(map(len, prompts))
         ids = torch.full((len(prompts), width), pad, dtype=torch.long)
         mask = torch.zeros_like(ids)

@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from fusion.chat import end_token_ids, load_tokenizer, prompt_ids
 from fusion.errors import FusevalError
 from harness.backends.base import (Backend, ChatRequest, ChatResult, GenParams, TokenLogprob, fit_to_context,
                                    template_hash)
@@ -41,8 +42,6 @@ class TransformersOptions(BaseModel):
 
 def load_chat_tokenizer(model: str | Path, chat_template: str | Path | None = None):
     """The model's tokenizer with a chat template: its own, or the one in `chat_template` (a file)."""
-    from fusion.chat import load_tokenizer  # noqa: PLC0415
-
     tok = load_tokenizer(model)
     if chat_template is not None:
         try:
@@ -113,8 +112,6 @@ class TransformersBackend(Backend):
                                                               trust_remote_code=False).to(device).eval()
         except (OSError, ValueError) as e:
             raise FusevalError(f"{self.path}: cannot load the model ({str(e).splitlines()[0]})") from None
-        from fusion.chat import end_token_ids  # noqa: PLC0415
-
         self.stops = end_token_ids(self.tok)
         self.pad = self.tok.pad_token_id if self.tok.pad_token_id is not None else self.stops[0]
         cfg = self.model.config
@@ -130,11 +127,10 @@ class TransformersBackend(Backend):
         params: dict[int, GenParams] = {}
         for i, r in enumerate(requests):
             try:
-                text = self.tok.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True)
+                prompts[i] = prompt_ids(self.tok, r.messages)
             except Exception as e:  # a template that rejects these messages fails this request only
                 results[i] = ChatResult(text=None, error=f"chat template failed: {e}")
                 continue
-            prompts[i] = self.tok(text, add_special_tokens=False)["input_ids"]
             fitted = fit_to_context(len(prompts[i]), r.params, self.context)
             if isinstance(fitted, ChatResult):
                 results[i] = fitted

@@ -29,6 +29,7 @@ from pathlib import Path
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
+from fusion.chat import end_token_ids, prompt_ids
 from fusion.errors import FusevalError
 from harness.backends.base import Backend, ChatRequest, ChatResult, fit_to_context, template_hash
 from harness.backends.hf import load_chat_tokenizer
@@ -232,8 +233,6 @@ class VLLMBackend(Backend):
             return
         real_vllm = self.server._command is None
         if real_vllm and self._tok is None:
-            from fusion.chat import end_token_ids  # noqa: PLC0415
-
             # Stop where the transformers backend stops: at the chat template's end-of-turn marker.
             self._tok = load_chat_tokenizer(self.server.model, self.options.chat_template)
             self._stop_tokens = end_token_ids(self._tok)
@@ -267,8 +266,7 @@ class VLLMBackend(Backend):
             return list(requests)
         out = []
         for r in requests:
-            text = self._tok.apply_chat_template(r.messages, tokenize=False, add_generation_prompt=True)
-            fitted = fit_to_context(len(self._tok(text, add_special_tokens=False)["input_ids"]), r.params, self.context)
+            fitted = fit_to_context(len(prompt_ids(self._tok, r.messages)), r.params, self.context)
             out.append(fitted if isinstance(fitted, ChatResult) else ChatRequest(r.messages, fitted))
         return out
 
