@@ -35,6 +35,20 @@ class Question(BaseModel):
     category: str = Field(min_length=1, description="Category; picks the default temperature and the judge prompt.")
     turns: list[str] = Field(min_length=1, description="The user messages, in order.")
     reference: list[str] | None = Field(None, description="Reference answers, one per turn, where the category has them.")
+    checks: list[Any] | None = Field(None, description="Programmatic checks, one per turn (null for a turn without): "
+                                     "see harness.judges.programmatic.")
+
+    @field_validator("checks")
+    @classmethod
+    def _parse_checks(cls, v: list | None) -> list | None:
+        if v is None:
+            return v
+        from harness.judges.programmatic import parse_check  # noqa: PLC0415
+
+        try:
+            return [None if c is None else parse_check(c, where=f"checks[{k}]") for k, c in enumerate(v)]
+        except FusevalError as e:
+            raise ValueError(str(e)) from None
 
     @field_validator("turns")
     @classmethod
@@ -115,13 +129,17 @@ def load_questions(path: str | Path) -> list[Question]:
         if q.reference is not None and len(q.reference) != len(q.turns):
             raise FusevalError(f"{path}: question {q.question_id!r} has {len(q.turns)} turns but "
                                f"{len(q.reference)} references")
+        if q.checks is not None and len(q.checks) != len(q.turns):
+            raise FusevalError(f"{path}: question {q.question_id!r} has {len(q.turns)} turns but "
+                               f"{len(q.checks)} checks (write null for a turn without one)")
     if not questions:
         raise FusevalError(f"{path}: no questions")
     return questions
 
 
 def _jsonl(records: list[BaseModel]) -> str:
-    return "".join(json.dumps(r.model_dump(exclude_none=True), ensure_ascii=False) + "\n" for r in records)
+    return "".join(json.dumps(r.model_dump(mode="json", exclude_none=True), ensure_ascii=False) + "\n"
+                   for r in records)
 
 
 def write_questions(path: str | Path, questions: list[Question]) -> None:
@@ -166,12 +184,14 @@ def zoo_questions(per_domain: int = 20, seed: int = 0) -> list[Question]:
     Ids are 1000 * (domain number) + k, so each domain has its own block.
     """
     from fusion import domains  # noqa: PLC0415
+    from harness.judges.programmatic import domain_checks  # noqa: PLC0415
 
     out = []
     for d, name in enumerate(sorted(domains.DOMAINS), 1):
         for k, conv in enumerate(domains.generate(name, per_domain, seed, "test", unique=True)):
             refs = [m["content"] for m in conv.messages if m["role"] == "assistant"]
-            out.append(Question(question_id=1000 * d + k + 1, category=name, turns=conv.prompt_turns(), reference=refs))
+            out.append(Question(question_id=1000 * d + k + 1, category=name, turns=conv.prompt_turns(), reference=refs,
+                                checks=domain_checks(name, conv.answers)))
     return out
 
 

@@ -108,6 +108,40 @@ def _parse_options(items: list[str]) -> dict:
     return out
 
 
+def backend_options(kind: str, option: list[str], base_url: str | None = None, api_key_env: str | None = None,
+                    chat_template: Path | None = None, concurrency: int | None = None, device: str | None = None,
+                    flag: str = "--") -> dict:
+    """Backend options from the command line's flags, checked against the backend they apply to."""
+    opts = _parse_options(option)
+    if kind == "openai":
+        if not base_url:
+            raise FusevalError(f"{flag}backend openai needs {flag}base-url")
+        if chat_template:
+            raise FusevalError("--chat-template does not apply to an openai backend: the endpoint applies its own template")
+        opts.update(base_url=base_url, api_key_env=api_key_env)
+    elif base_url or api_key_env:
+        raise FusevalError(f"{flag}base-url and {flag}api-key-env apply to {flag}backend openai only")
+    if chat_template and not chat_template.is_file():
+        raise FusevalError(f"{chat_template}: no such chat template file")
+    if chat_template:
+        opts["chat_template"] = chat_template
+    if concurrency and kind != "transformers":
+        opts["concurrency"] = concurrency
+    if device:
+        if kind != "transformers":
+            raise FusevalError(f"{flag}device applies to {flag}backend transformers (vLLM picks its own device)")
+        opts["device"] = device
+    return opts
+
+
+def quiet_libraries() -> None:
+    """Our progress bars show progress; the libraries' own bars and request logs would interleave."""
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 @app.command()
 def generate(
     model: str = typer.Argument(..., help="Model directory (vllm, transformers) or the served model name (openai)."),
@@ -134,25 +168,8 @@ def generate(
     from harness.generate import GenerationSettings, count_requests, generate_answers, pending
 
     kind = backend or default_backend()
-    opts = _parse_options(option)
-    if kind == "openai":
-        if not base_url:
-            raise FusevalError("--backend openai needs --base-url")
-        if chat_template:
-            raise FusevalError("--chat-template does not apply to --backend openai: the endpoint applies its own template")
-        opts.update(base_url=base_url, api_key_env=api_key_env)
-    elif base_url or api_key_env:
-        raise FusevalError("--base-url and --api-key-env apply to --backend openai only")
-    if chat_template and not chat_template.is_file():
-        raise FusevalError(f"{chat_template}: no such chat template file")
-    if chat_template:
-        opts["chat_template"] = chat_template
-    if concurrency and kind != "transformers":
-        opts["concurrency"] = concurrency
-    if device:
-        if kind != "transformers":
-            raise FusevalError("--device applies to --backend transformers (vLLM picks its own device)")
-        opts["device"] = device
+    opts = backend_options(kind, option, base_url=base_url, api_key_env=api_key_env, chat_template=chat_template,
+                           concurrency=concurrency, device=device)
     qpath = resolve_bench(bench)
     questions = load_questions(qpath)[:limit]
     settings = GenerationSettings(max_new_tokens=max_new_tokens, samples=samples, temperature=temperature, seed=seed)
@@ -161,10 +178,7 @@ def generate(
     if not todo:
         console.print(f"{out}: all {len(questions)} questions already answered by {model_id}")
         return
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()  # our own bar shows the progress
+    quiet_libraries()
     b = make_backend(kind, model, opts, model_id=model_id, log_dir=log_dir or out.parent / "logs",
                      where="--option/backend options")
     with _progress() as prog:
@@ -240,6 +254,8 @@ def main() -> None:
             sys.exit(1)
         raise
 
+
+from harness import cli_eval  # noqa: E402,F401  (registers eval, scores, pairwise, import-fastchat, export)
 
 if __name__ == "__main__":
     main()

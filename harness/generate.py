@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fusion.errors import FusevalError
 from fusion.files import atomic_write_text
-from harness.backends.base import Backend, ChatRequest, GenParams
+from harness.backends.base import CONTEXT_FULL, Backend, ChatRequest, ChatResult, GenParams
 from harness.bench import Answer, Choice, Question, append_answers, load_answers, write_answers
 
 # Temperatures by category, as MT-Bench uses them: greedy where there is one right answer, some
@@ -61,6 +61,10 @@ class GenerationSettings(BaseModel):
         blob = json.dumps({"model_id": model_id, **self.model_dump()}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
+    def digest(self) -> str:
+        """Identity of the settings alone (the store keys answers by model hash and this)."""
+        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:16]
+
 
 def sample_seed(seed: int, question_id: int | str, sample: int, turn: int) -> int:
     h = hashlib.sha256(f"{seed}/{question_id!r}/{sample}/{turn}".encode()).digest()
@@ -77,6 +81,7 @@ class GenerationReport:
     completion_tokens: int = 0
     wall_s: float = 0.0
     failures_path: Path | None = None
+    first_error: str | None = None
 
     @property
     def tokens_per_s(self) -> float:
@@ -114,7 +119,7 @@ def generate_answers(backend: Backend, questions: list[Question], out: str | Pat
     out.parent.mkdir(parents=True, exist_ok=True)
     failures: list[dict] = []
     for c in range(0, len(todo), chunk_size):
-        records, errs, usage = _answer_chunk(backend, todo[c:c + chunk_size], settings, on_request)
+        records, errs, usage = answer_chunk(backend, todo[c:c + chunk_size], settings, on_request)
         append_answers(out, records)
         failures += errs
         rep.answered += len(records)
@@ -131,14 +136,15 @@ def generate_answers(backend: Backend, questions: list[Question], out: str | Pat
     return rep
 
 
-def _answer_chunk(backend: Backend, chunk: list[Question], settings: GenerationSettings,
+def answer_chunk(backend: Backend, chunk: list[Question], settings: GenerationSettings,
                   on_request: Callable[[int], None] | None) -> tuple[list[Answer], list[dict], tuple[int, int]]:
     units = [(q, s) for q in chunk for s in range(settings.samples)]
     history: list[list[dict]] = [[] for _ in units]
     texts: list[list[str]] = [[] for _ in units]
     failed: dict[int, dict] = {}
     n_req = n_tok = 0
-    stats: dict[int, list[float]] = {u: [0, 0, 0.0] for u in range(len(units))}  # prompt, completion tokens, seconds
+    # prompt tokens, completion tokens, seconds, then the turns that found the context full
+    stats: dict[int, list[float]] = {u: [0, 0, 0.0] for u in range(len(units))}
     for turn in range(max(len(q.turns) for q in chunk)):
         active = [u for u, (q, _) in enumerate(units) if u not in failed and turn < len(q.turns)]
         requests = []
@@ -152,6 +158,9 @@ def _answer_chunk(backend: Backend, chunk: list[Question], settings: GenerationS
         for u, r in zip(active, backend.generate(requests, on_done=on_request)):
             n_req += 1
             q, s = units[u]
+            if r.finish_reason == CONTEXT_FULL:  # no room left to answer: an empty answer, judged as such
+                r = ChatResult(text="", finish_reason=CONTEXT_FULL, prompt_tokens=r.prompt_tokens, completion_tokens=0)
+                stats[u].append(turn + 1)
             if not r.ok:
                 failed[u] = {"question_id": q.question_id, "sample": s, "turn": turn + 1, "error": r.error,
                              "model_id": backend.model_id, "tstamp": time.time()}
@@ -174,7 +183,10 @@ def _answer_chunk(backend: Backend, chunk: list[Question], settings: GenerationS
         records.append(Answer(
             question_id=q.question_id, model_id=backend.model_id, tstamp=time.time(),
             answer_id=hashlib.sha256(f"{key}/{q.question_id!r}".encode()).hexdigest()[:22],
-            choices=[Choice(index=units[u][1], turns=texts[u]) for u in us],
+            choices=[Choice(index=units[u][1], turns=texts[u],
+                            usage={"prompt_tokens": int(stats[u][0]), "completion_tokens": int(stats[u][1]),
+                                   "latency_s": round(stats[u][2], 4)},
+                            **({"context_full_turns": stats[u][3:]} if len(stats[u]) > 3 else {})) for u in us],
             generation_key=key, temperature=settings.temperature_for(q.category),
             chat_template=backend.chat_template_hash,
             usage={"prompt_tokens": int(sum(stats[u][0] for u in us)),

@@ -31,6 +31,8 @@ class GenParams(BaseModel):
     seed: int | None = Field(None, description="Sampling seed of this request (same seed, same answer).")
     logprobs: int | None = Field(None, ge=0, le=20, description="Return this many top log-probs per generated token.")
     stop: tuple[str, ...] = Field((), description="Extra stop strings (the chat template's end token always stops).")
+    json_schema: dict | None = Field(None, description="Constrain the answer to this JSON schema "
+                                     "(only on backends whose `supports_json_schema` is true).")
 
 
 @dataclass
@@ -64,11 +66,17 @@ class ChatResult:
         return self.error is None
 
 
+# finish_reason of a request refused because its prompt already fills the context: permanent for this
+# model, so generation records an empty answer for the turn instead of retrying it forever.
+CONTEXT_FULL = "context_full"
+
+
 def fit_to_context(prompt_tokens: int, params: GenParams, context: int) -> GenParams | ChatResult:
     """`params` with max_new_tokens cut to the room the prompt leaves, or a failed result if none is left."""
     room = context - prompt_tokens
     if room <= 0:
-        return ChatResult(text=None, error=f"prompt of {prompt_tokens} tokens does not fit the model's context of {context}")
+        return ChatResult(text=None, error=f"prompt of {prompt_tokens} tokens does not fit the model's context of {context}",
+                          finish_reason=CONTEXT_FULL)
     return params if params.max_new_tokens <= room else params.model_copy(update={"max_new_tokens": room})
 
 
@@ -84,6 +92,8 @@ class Backend(ABC):
     model_id: str
     #: sha256 (16 hex) of the chat template that renders the prompts, where we apply it ourselves
     chat_template_hash: str | None = None
+    #: honours GenParams.json_schema (vLLM guided decoding, OpenAI structured outputs)
+    supports_json_schema: bool = False
 
     def start(self) -> None:
         """Load the model or start the server; idempotent."""

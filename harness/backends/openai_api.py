@@ -39,6 +39,8 @@ class OpenAIOptions(BaseModel):
     max_retries: int = Field(3, ge=0, description="Retries of a transient failure.")
     backoff_s: float = Field(1.0, ge=0, description="First retry delay; doubles each retry, with jitter.")
     extra_body: dict = Field(default_factory=dict, description="Extra JSON fields for every request.")
+    structured_output: bool = Field(True, description="The endpoint accepts `response_format` JSON schemas "
+                                    "(vLLM and OpenAI do); judges then request structured verdicts.")
 
 
 class _Failure(Exception):
@@ -56,6 +58,7 @@ class OpenAIBackend(Backend):
         self.model_id = model_id or options.model
         # Asked after a transient failure: when the server is known dead, stop retrying at once.
         self.is_alive = is_alive
+        self.supports_json_schema = options.structured_output
         self._key: str | None = None
         self._client: httpx.Client | None = None
         self._lock = threading.Lock()
@@ -96,6 +99,9 @@ class OpenAIBackend(Backend):
         if p.logprobs is not None:
             body["logprobs"] = True
             body["top_logprobs"] = p.logprobs
+        if p.json_schema is not None:
+            body["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"name": "answer", "schema": p.json_schema, "strict": True}}
         return body
 
     def _once(self, body: dict) -> ChatResult:

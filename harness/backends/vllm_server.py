@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import importlib.util
+import json
 import logging
 import os
 import signal
@@ -53,6 +54,8 @@ class VLLMOptions(BaseModel):
     chat_template: Path | None = Field(None, description="A Jinja chat template file to use instead of the model's.")
     max_logprobs: int = Field(20, ge=0, description="Largest top-logprobs a request may ask for.")
     seed: int = Field(0, description="Server seed.")
+    compact_json: bool = Field(True, description="Schema-constrained answers (judges) without free whitespace: "
+                               "otherwise a weak model can pad a JSON verdict with spaces until it is cut off.")
     cpu_kv_cache_gib: float = Field(1.0, gt=0, description="KV cache size on CPU (VLLM_CPU_KVCACHE_SPACE).")
     startup_timeout_s: float = Field(900.0, gt=0, description="How long to wait for /health.")
     extra_args: list[str] = Field(default_factory=list, description="More `vllm serve` flags, passed as given.")
@@ -121,6 +124,8 @@ class VLLMServer:
             cmd += ["--gpu-memory-utilization", str(o.gpu_memory_utilization)]
         if o.chat_template:
             cmd += ["--chat-template", str(o.chat_template)]
+        if o.compact_json:
+            cmd += ["--structured-outputs-config", json.dumps({"backend": "xgrammar", "disable_any_whitespace": True})]
         return cmd + list(o.extra_args)
 
     def _env(self) -> dict[str, str]:
@@ -216,6 +221,8 @@ def _stop_all() -> None:
 
 class VLLMBackend(Backend):
     """A model served by a vLLM server that this backend starts and stops."""
+
+    supports_json_schema = True  # vLLM's structured outputs (xgrammar) take OpenAI's response_format
 
     def __init__(self, model: str | Path, options: VLLMOptions | None = None, log_dir: str | Path = "runs/logs",
                  model_id: str | None = None, command: list[str] | None = None, max_restarts: int = 1):

@@ -1,0 +1,1 @@
+"""Judges: LLM judges over any backend, programmatic checks, verdict parsing."""

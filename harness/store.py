@@ -1,0 +1,447 @@
+"""The run store: one SQLite file (WAL) holding models, questions, answers, judgments and runs.
+
+    store = Store("runs/fuseval.db")
+    m = store.add_model("pivot", path="runs/world/pivot")          # content hash of the weights
+    store.add_questions("zoo", questions)
+    store.add_answers([...]); store.add_judgments([...])            # content-keyed: repeats do nothing
+    df = store.scores(bench="zoo")                                  # one row per judged turn
+
+Every row is keyed by its content: an answer by (model hash, question content, sample, generation
+settings), a judgment by (judge, prompt version, answer(s), turn, repeat, reference version). Writes
+are `INSERT OR IGNORE` inside one transaction per batch, so re-running the same work adds nothing,
+and a process killed at any moment (kill -9) leaves either the whole batch or none of it; the next
+run finds what is there and does only the rest. Two processes may write at once (WAL, busy wait).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fusion.errors import FusevalError
+
+DEFAULT_PATH = Path("runs/fuseval.db")
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS models (
+    hash TEXT PRIMARY KEY,            -- content hash of the weights (or of the name, for endpoints)
+    name TEXT NOT NULL,
+    path TEXT,
+    recipe TEXT,                      -- the merge/fusion recipe that built it, if any
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS questions (
+    qkey TEXT PRIMARY KEY,            -- hash of (category, turns): what the model is asked
+    category TEXT NOT NULL,
+    turns TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS bench_questions (
+    bench TEXT NOT NULL,
+    question_id TEXT NOT NULL,        -- as written in the question file (json-encoded: ints stay ints)
+    qkey TEXT NOT NULL REFERENCES questions(qkey),
+    reference TEXT,                   -- reference answers (json list) as of the last load
+    ref_version TEXT,                 -- hash of the references: judgments record which they used
+    checks TEXT,                      -- programmatic checks (json list), where the set has them
+    extra TEXT,
+    PRIMARY KEY (bench, question_id)
+);
+CREATE TABLE IF NOT EXISTS answers (
+    akey TEXT PRIMARY KEY,            -- hash of (model hash, qkey, sample, generation key)
+    model_hash TEXT NOT NULL REFERENCES models(hash),
+    qkey TEXT NOT NULL REFERENCES questions(qkey),
+    sample INTEGER NOT NULL,
+    gen_key TEXT NOT NULL,
+    turns TEXT NOT NULL,              -- the answer to each turn (json list), raw as generated
+    meta TEXT,                        -- temperature, chat template hash, token usage
+    run_id TEXT,
+    tstamp REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS answers_by_model ON answers(model_hash, gen_key);
+CREATE TABLE IF NOT EXISTS judgments (
+    jkey TEXT PRIMARY KEY,            -- hash of (judge, answer keys, turn, repeat, reference version)
+    kind TEXT NOT NULL CHECK (kind IN ('single', 'pair')),
+    judge TEXT NOT NULL,              -- the judge's identity: model, prompt version, settings
+    prompt_version TEXT NOT NULL,
+    akey TEXT NOT NULL REFERENCES answers(akey),
+    akey_b TEXT REFERENCES answers(akey),   -- pairwise: the second answer (A = akey, B = akey_b)
+    turn INTEGER NOT NULL,            -- 1-based, as FastChat counts
+    repeat INTEGER NOT NULL DEFAULT 0,
+    ref_version TEXT,
+    score REAL,                       -- single: the rating; NULL = missing (never 0)
+    winner TEXT CHECK (winner IN ('A', 'B', 'tie')),  -- pair: NULL = missing
+    detail TEXT,                      -- raw judge outputs, prompts, per-order verdicts, usage
+    run_id TEXT,
+    tstamp REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS judgments_by_answer ON judgments(akey);
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    suite TEXT,
+    config TEXT,
+    git_sha TEXT,
+    environment TEXT,
+    started REAL NOT NULL,
+    ended REAL,
+    status TEXT NOT NULL DEFAULT 'running'
+);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id TEXT,
+    model_hash TEXT NOT NULL,
+    task TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    value REAL,
+    stderr REAL,
+    detail TEXT,
+    PRIMARY KEY (model_hash, task, metric)
+);
+CREATE TABLE IF NOT EXISTS file_hashes (
+    path TEXT PRIMARY KEY,            -- cache: a file's sha256 while its size and mtime are unchanged
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    sha256 TEXT NOT NULL
+);
+"""
+
+
+def digest(*parts: Any) -> str:
+    """A short content key (sha256, 24 hex) of json-encodable parts."""
+    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def question_key(category: str, turns: list[str]) -> str:
+    return digest("q", category, list(turns))
+
+
+def answer_key(model_hash: str, qkey: str, sample: int, gen_key: str) -> str:
+    return digest("a", model_hash, qkey, sample, gen_key)
+
+
+def judgment_key(judge: str, akey: str, akey_b: str | None, turn: int, repeat: int, ref_version: str | None) -> str:
+    return digest("j", judge, akey, akey_b, turn, repeat, ref_version)
+
+
+def _qid(question_id: int | str) -> str:
+    return json.dumps(question_id)
+
+
+@dataclass
+class AnswerRow:
+    model_hash: str
+    qkey: str
+    sample: int
+    gen_key: str
+    turns: list[str]
+    meta: dict | None = None
+
+    @property
+    def akey(self) -> str:
+        return answer_key(self.model_hash, self.qkey, self.sample, self.gen_key)
+
+
+@dataclass
+class JudgmentRow:
+    kind: str  # 'single' | 'pair'
+    judge: str
+    prompt_version: str
+    akey: str
+    turn: int
+    akey_b: str | None = None
+    repeat: int = 0
+    ref_version: str | None = None
+    score: float | None = None
+    winner: str | None = None
+    detail: dict | None = None
+
+    @property
+    def jkey(self) -> str:
+        return judgment_key(self.judge, self.akey, self.akey_b, self.turn, self.repeat, self.ref_version)
+
+
+class Store:
+    """The SQLite run store; open one per process (connections are not shared across threads)."""
+
+    def __init__(self, path: str | os.PathLike = DEFAULT_PATH, timeout_s: float = 60.0):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a killed process loses nothing committed
+            self.db.execute("PRAGMA foreign_keys=ON")
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise FusevalError(f"{self.path}: store schema version {version} is newer than this fuseval "
+                                   f"understands ({SCHEMA_VERSION}); upgrade fuseval")
+            with self.transaction():
+                for statement in _statements(_SCHEMA):  # executescript would commit our transaction
+                    self.db.execute(statement)
+                self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as e:
+            raise FusevalError(f"{self.path}: not a usable fuseval store ({e})") from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One atomic write: all of it lands or none (BEGIN IMMEDIATE waits for other writers)."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # -- models ------------------------------------------------------------------------------
+
+    def add_model(self, name: str, path: str | os.PathLike | None = None, recipe: str | None = None,
+                  content_hash: str | None = None) -> str:
+        """Register a model and return its content hash: of its weights (a local path) or its name."""
+        if content_hash is None:
+            content_hash = self.model_hash(path) if path is not None else digest("name", name)
+        with self.transaction() as db:
+            db.execute("INSERT OR IGNORE INTO models(hash, name, path, recipe, created) VALUES (?,?,?,?,?)",
+                       (content_hash, name, str(path) if path is not None else None, recipe, time.time()))
+            db.execute("UPDATE models SET name=?, path=COALESCE(?, path), recipe=COALESCE(?, recipe) WHERE hash=?",
+                       (name, str(path) if path is not None else None, recipe, content_hash))
+        return content_hash
+
+    def model_hash(self, path: str | os.PathLike) -> str:
+        """Content hash of a checkpoint directory: its config and weight files (cached by size and mtime)."""
+        root = Path(path)
+        if not root.is_dir():
+            raise FusevalError(f"{root}: no such model directory")
+        files = sorted(p for p in root.iterdir() if p.is_file() and (
+            p.suffix in (".safetensors", ".bin") or p.name in ("config.json", "tokenizer.json", "tokenizer_config.json",
+                                                               "chat_template.jinja", "generation_config.json")))
+        if not any(p.suffix in (".safetensors", ".bin") for p in files):
+            raise FusevalError(f"{root}: no weight files (*.safetensors) to hash")
+        return digest("model", [(p.name, self._file_sha(p)) for p in files])
+
+    def _file_sha(self, p: Path) -> str:
+        st = p.stat()
+        key = str(p.resolve())
+        row = self.db.execute("SELECT size, mtime_ns, sha256 FROM file_hashes WHERE path=?", (key,)).fetchone()
+        if row and row[0] == st.st_size and row[1] == st.st_mtime_ns:
+            return row[2]
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            while chunk := f.read(1 << 24):
+                h.update(chunk)
+        sha = h.hexdigest()
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO file_hashes VALUES (?,?,?,?)", (key, st.st_size, st.st_mtime_ns, sha))
+        return sha
+
+    def model_by_name(self, name: str) -> str:
+        """The hash of the most recently registered model with this name."""
+        row = self.db.execute("SELECT hash FROM models WHERE name=? ORDER BY created DESC LIMIT 1", (name,)).fetchone()
+        if row is None:
+            raise FusevalError(f"{self.path}: no model named {name!r} in the store")
+        return row[0]
+
+    def model_names(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT hash, name FROM models"))
+
+    # -- questions ---------------------------------------------------------------------------
+
+    def add_questions(self, bench: str, questions: Iterable) -> dict[Any, str]:
+        """Load a question set under a bench name; returns {question_id: qkey}. A changed question replaces the old."""
+        out = {}
+        with self.transaction() as db:
+            for q in questions:
+                qkey = question_key(q.category, q.turns)
+                ref = getattr(q, "reference", None)
+                checks = getattr(q, "checks", None)
+                extra = {k: v for k, v in (q.model_extra or {}).items() if k != "checks"}
+                db.execute("INSERT OR IGNORE INTO questions VALUES (?,?,?)", (qkey, q.category, json.dumps(q.turns)))
+                db.execute("INSERT OR REPLACE INTO bench_questions VALUES (?,?,?,?,?,?,?)",
+                           (bench, _qid(q.question_id), qkey, json.dumps(ref) if ref is not None else None,
+                            digest("ref", ref) if ref is not None else None,
+                            json.dumps(_plain(checks)) if checks is not None else None,
+                            json.dumps(extra) if extra else None))
+                out[q.question_id] = qkey
+        return out
+
+    # -- answers -----------------------------------------------------------------------------
+
+    def answered(self, model_hash: str, gen_key: str) -> set[tuple[str, int]]:
+        """(qkey, sample) pairs already answered by this model with these settings."""
+        return set(self.db.execute("SELECT qkey, sample FROM answers WHERE model_hash=? AND gen_key=?",
+                                   (model_hash, gen_key)))
+
+    def add_answers(self, rows: Iterable[AnswerRow], run_id: str | None = None) -> int:
+        """Insert answers in one transaction; returns how many were new."""
+        now = time.time()
+        with self.transaction() as db:
+            before = db.total_changes
+            db.executemany("INSERT OR IGNORE INTO answers VALUES (?,?,?,?,?,?,?,?,?)", [
+                (r.akey, r.model_hash, r.qkey, r.sample, r.gen_key, json.dumps(r.turns, ensure_ascii=False),
+                 json.dumps(r.meta) if r.meta else None, run_id, now) for r in rows])
+            return db.total_changes - before
+
+    def answers(self, model_hash: str, bench: str, gen_key: str | None = None) -> list[dict]:
+        """This model's answers to a bench's questions: dicts with akey, question_id, qkey, sample, turns, ..."""
+        sql = ("SELECT a.akey, b.question_id, a.qkey, a.sample, a.gen_key, a.turns, a.meta FROM answers a "
+               "JOIN bench_questions b ON a.qkey=b.qkey WHERE b.bench=? AND a.model_hash=?")
+        args: list = [bench, model_hash]
+        if gen_key is not None:
+            sql += " AND a.gen_key=?"
+            args.append(gen_key)
+        return [{"akey": r[0], "question_id": json.loads(r[1]), "qkey": r[2], "sample": r[3], "gen_key": r[4],
+                 "turns": json.loads(r[5]), "meta": json.loads(r[6]) if r[6] else {}}
+                for r in self.db.execute(sql + " ORDER BY b.rowid, a.sample", args)]
+
+    # -- judgments ---------------------------------------------------------------------------
+
+    def judged(self, jkeys: Iterable[str]) -> set[str]:
+        keys = list(jkeys)
+        found: set[str] = set()
+        for i in range(0, len(keys), 500):
+            part = keys[i:i + 500]
+            found |= {r[0] for r in self.db.execute(
+                f"SELECT jkey FROM judgments WHERE jkey IN ({','.join('?' * len(part))})", part)}
+        return found
+
+    def add_judgments(self, rows: Iterable[JudgmentRow], run_id: str | None = None) -> int:
+        """Insert judgments in one transaction; returns how many were new."""
+        now = time.time()
+        with self.transaction() as db:
+            before = db.total_changes
+            db.executemany("INSERT OR IGNORE INTO judgments VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", [
+                (r.jkey, r.kind, r.judge, r.prompt_version, r.akey, r.akey_b, r.turn, r.repeat, r.ref_version,
+                 r.score, r.winner, json.dumps(r.detail, ensure_ascii=False) if r.detail else None, run_id, now)
+                for r in rows])
+            return db.total_changes - before
+
+    # -- runs --------------------------------------------------------------------------------
+
+    def start_run(self, suite: str | None = None, config: dict | None = None) -> str:
+        run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        with self.transaction() as db:
+            db.execute("INSERT INTO runs(id, suite, config, git_sha, environment, started) VALUES (?,?,?,?,?,?)",
+                       (run_id, suite, json.dumps(config) if config else None, git_sha(), json.dumps(environment()),
+                        time.time()))
+        return run_id
+
+    def end_run(self, run_id: str, status: str = "done") -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE runs SET ended=?, status=? WHERE id=?", (time.time(), status, run_id))
+
+    # -- reading out -------------------------------------------------------------------------
+
+    def frame(self, table: str):
+        """A whole table as a pandas DataFrame."""
+        import pandas as pd  # noqa: PLC0415
+
+        if table not in _TABLES:
+            raise FusevalError(f"unknown table {table!r}; choose from {', '.join(_TABLES)}")
+        return pd.read_sql_query(f"SELECT * FROM {table}", self.db)
+
+    def scores(self, bench: str | None = None, judge: str | None = None):
+        """Single-answer judgments joined to model, question and answer: one row per judged turn."""
+        import pandas as pd  # noqa: PLC0415
+
+        sql = ("SELECT m.name AS model, a.model_hash, b.bench, b.question_id, q.category, j.turn, a.sample, j.repeat, "
+               "j.judge, j.prompt_version, j.score, j.akey, j.jkey FROM judgments j "
+               "JOIN answers a ON j.akey=a.akey JOIN models m ON a.model_hash=m.hash "
+               "JOIN questions q ON a.qkey=q.qkey JOIN bench_questions b ON b.qkey=a.qkey WHERE j.kind='single'")
+        args: list = []
+        if bench is not None:
+            sql += " AND b.bench=?"
+            args.append(bench)
+        if judge is not None:
+            sql += " AND j.judge=?"
+            args.append(judge)
+        df = pd.read_sql_query(sql, self.db, params=args)
+        df["question_id"] = df["question_id"].map(json.loads)
+        return df
+
+    def pairs(self, bench: str | None = None, judge: str | None = None):
+        """Pairwise judgments: one row per judged turn, model_a/model_b and winner ('A', 'B', 'tie' or None)."""
+        import pandas as pd  # noqa: PLC0415
+
+        sql = ("SELECT ma.name AS model_a, mb.name AS model_b, b.bench, b.question_id, q.category, j.turn, "
+               "aa.sample, j.repeat, j.judge, j.prompt_version, j.winner, j.jkey FROM judgments j "
+               "JOIN answers aa ON j.akey=aa.akey JOIN answers ab ON j.akey_b=ab.akey "
+               "JOIN models ma ON aa.model_hash=ma.hash JOIN models mb ON ab.model_hash=mb.hash "
+               "JOIN questions q ON aa.qkey=q.qkey JOIN bench_questions b ON b.qkey=aa.qkey WHERE j.kind='pair'")
+        args: list = []
+        if bench is not None:
+            sql += " AND b.bench=?"
+            args.append(bench)
+        if judge is not None:
+            sql += " AND j.judge=?"
+            args.append(judge)
+        df = pd.read_sql_query(sql, self.db, params=args)
+        df["question_id"] = df["question_id"].map(json.loads)
+        df["winner"] = df["winner"].astype(object).where(df["winner"].notna(), None)  # missing stays None
+        return df
+
+    def to_parquet(self, out_dir: str | os.PathLike) -> list[Path]:
+        """Every table as `<table>.parquet` in out_dir (written atomically)."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        written = []
+        for t in _TABLES:
+            path = out / f"{t}.parquet"
+            tmp = out / f".{t}.parquet.tmp"
+            self.frame(t).to_parquet(tmp, index=False)
+            os.replace(tmp, path)
+            written.append(path)
+        return written
+
+
+_TABLES = ("models", "questions", "bench_questions", "answers", "judgments", "runs", "metrics")
+
+
+def _statements(script: str) -> list[str]:
+    lines = [line.split("--", 1)[0] for line in script.splitlines()]
+    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
+
+
+def _plain(obj: Any) -> Any:
+    """Pydantic models (checks) to plain json data."""
+    if isinstance(obj, list):
+        return [_plain(o) for o in obj]
+    return obj.model_dump() if hasattr(obj, "model_dump") else obj
+
+
+def git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def environment() -> dict:
+    """What ran this: versions of python and the libraries that change numbers."""
+    env = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for mod in ("torch", "transformers", "vllm", "numpy"):
+        m = sys.modules.get(mod)
+        if m is not None:
+            env[mod] = getattr(m, "__version__", None)
+    return env
