@@ -17,6 +17,8 @@ from fusion.errors import FusevalError
 app = typer.Typer(help="Fuse and merge chat LLMs, and measure with honest error bars whether the result got better.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 console = Console(stderr=True, soft_wrap=True)  # no hard wraps: lines stay greppable in CI logs
+# result tables go to stdout, progress and status to stderr; piped tables keep whole cells on one line
+results = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 _state = {"debug": False}
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(I?B)?\s*$", re.IGNORECASE)
@@ -244,18 +246,21 @@ def main() -> None:
         sys.exit(130)
     except SystemExit:
         raise
-    except Exception as e:  # click usage errors and the like
+    except Exception as e:  # click usage errors and the like (typer >= 0.20 ships its own copy of click)
         import click
 
-        if isinstance(e, click.exceptions.ClickException):
+        clicks = tuple({click.exceptions, sys.modules.get("typer._click.exceptions", click.exceptions)})
+        if any(isinstance(e, m.ClickException) for m in clicks):
             e.show()
             sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
+        if any(isinstance(e, m.Abort) for m in clicks):
             sys.exit(1)
         raise
 
 
 from harness import cli_eval  # noqa: E402,F401  (registers eval, scores, pairwise, import-fastchat, export)
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # `python -m harness.cli`: run the imported module, where cli_eval registered its commands
+    from harness.cli import main as _main
+
+    _main()

@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from fusion.errors import FusevalError
-from harness.cli import _progress, app, backend_options, console, quiet_libraries
+from harness.cli import _progress, app, backend_options, console, quiet_libraries, results
 
 STORE_HELP = "The run store (SQLite); created if missing."
 
@@ -128,7 +128,7 @@ def eval_(
                                                    on_done=lambda n: prog.advance(task, n))
             _report_judging(judge_.id, jrep)
         store.end_run(run_id)
-        print_scores(console, store, bench_name, models=[name])
+        print_scores(results, store, bench_name, models=[name])
     if rep.failed:
         raise FusevalError(f"{rep.failed} questions failed to generate (first error: {rep.first_error}); "
                            "run the same command again to retry them")
@@ -159,7 +159,7 @@ def scores(
     with Store(store_path) as store:
         if baseline:
             store.model_by_name(baseline)  # a clear error for a name that is not there
-        print_scores(console, store, bench, models=model or None, baseline=baseline, judge=judge, level=level,
+        print_scores(results, store, bench, models=model or None, baseline=baseline, judge=judge, level=level,
                      by_category=by_category)
 
 
@@ -210,7 +210,7 @@ def pairwise(
                 _report_judging(f"{a} vs {b}", rep)
         store.end_run(run_id)
         pairs = store.pairs(bench=bench_name, judge=judge.id)
-        print_wins(console, pairs[pairs["model_a"].isin(models) & pairs["model_b"].isin(models)])
+        print_wins(results, pairs[pairs["model_a"].isin(models) & pairs["model_b"].isin(models)])
 
 
 @app.command("import-fastchat")

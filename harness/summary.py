@@ -136,7 +136,6 @@ def print_scores(console, store, bench: str, models: list[str] | None = None, ba
             console.print(t)
             console.print("MDE: the smallest difference these questions would detect with 80% power, from the "
                           "observed paired spread.")
-            console.print(t)
 
 
 def print_wins(console, pairs: pd.DataFrame, level: float = 0.95, n_boot: int = 10_000) -> None:

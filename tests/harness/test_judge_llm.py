@@ -153,3 +153,22 @@ def test_pairwise_through_the_store_is_one_judgment_whichever_order_is_asked(tmp
     turn1 = df[df.turn == 1].iloc[0]
     winner = turn1.model_a if turn1.winner == "A" else turn1.model_b
     assert winner == "a"  # the answer saying 4 wins, whatever order the rows are stored in
+
+
+def test_empty_judge_output_is_missing_and_counted(tmp_path):
+    store, (m,) = _store_with_answers(tmp_path)
+    b = Scripted(lambda msgs, p: "")
+    rep = judge_single_into_store(store, LLMJudge(b, "j"), m, "set", [Q], gen_key="g")
+    assert (rep.items, rep.judged, rep.missing, rep.errors) == (2, 2, 2, 0)
+    assert len(b.requests) == 4  # each asked once more before it is stored as missing
+    assert store.scores(bench="set")["score"].isna().all()
+
+
+def test_answers_to_questions_outside_the_set_are_not_judged(tmp_path):
+    store, (m,) = _store_with_answers(tmp_path)
+    other = Question(question_id=8, category="math", turns=["What is 3+3?"], reference=["6"])
+    qk = store.add_questions("set", [other])
+    store.add_answers([AnswerRow(m, qk[8], 0, "g", ["6"])])
+    b = Scripted(lambda msgs, p: "[[7]]")
+    rep = judge_single_into_store(store, LLMJudge(b, "j"), m, "set", [Q], gen_key="g")
+    assert (rep.items, rep.judged) == (2, 2) and all("3+3" not in r.messages[-1]["content"] for r in b.requests)

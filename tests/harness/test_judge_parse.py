@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.judges.parse import parse_json_rating, parse_json_verdict, parse_rating, parse_verdict
+from harness.judges import parse_json_rating, parse_json_verdict, parse_rating, parse_verdict  # the public entry points
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "judge_outputs.jsonl"
 LINES = [json.loads(line) for line in CORPUS.read_text(encoding="utf-8").splitlines() if line.strip()]
