@@ -359,43 +359,37 @@ class Store:
             raise FusevalError(f"unknown table {table!r}; choose from {', '.join(_TABLES)}")
         return pd.read_sql_query(f"SELECT * FROM {table}", self.db)
 
-    def scores(self, bench: str | None = None, judge: str | None = None):
-        """Single-answer judgments joined to model, question and answer: one row per judged turn."""
+    def _judgment_frame(self, sql: str, bench: str | None, judge: str | None):
+        """Rows of a judgments query, filtered by bench and judge; question ids decoded."""
         import pandas as pd  # noqa: PLC0415
 
-        sql = ("SELECT m.name AS model, a.model_hash, b.bench, b.question_id, q.category, j.turn, a.sample, j.repeat, "
-               "j.judge, j.prompt_version, j.score, j.akey, j.jkey FROM judgments j "
-               "JOIN answers a ON j.akey=a.akey JOIN models m ON a.model_hash=m.hash "
-               "JOIN questions q ON a.qkey=q.qkey JOIN bench_questions b ON b.qkey=a.qkey WHERE j.kind='single'")
         args: list = []
-        if bench is not None:
-            sql += " AND b.bench=?"
-            args.append(bench)
-        if judge is not None:
-            sql += " AND j.judge=?"
-            args.append(judge)
+        for column, value in (("b.bench", bench), ("j.judge", judge)):
+            if value is not None:
+                sql += f" AND {column}=?"
+                args.append(value)
         df = pd.read_sql_query(sql, self.db, params=args)
         df["question_id"] = df["question_id"].map(json.loads)
         return df
 
+    def scores(self, bench: str | None = None, judge: str | None = None):
+        """Single-answer judgments joined to model, question and answer: one row per judged turn."""
+        return self._judgment_frame(
+            "SELECT m.name AS model, a.model_hash, b.bench, b.question_id, q.category, j.turn, a.sample, j.repeat, "
+            "j.judge, j.prompt_version, j.score, j.akey, j.jkey FROM judgments j "
+            "JOIN answers a ON j.akey=a.akey JOIN models m ON a.model_hash=m.hash "
+            "JOIN questions q ON a.qkey=q.qkey JOIN bench_questions b ON b.qkey=a.qkey WHERE j.kind='single'",
+            bench, judge)
+
     def pairs(self, bench: str | None = None, judge: str | None = None):
         """Pairwise judgments: one row per judged turn, model_a/model_b and winner ('A', 'B', 'tie' or None)."""
-        import pandas as pd  # noqa: PLC0415
-
-        sql = ("SELECT ma.name AS model_a, mb.name AS model_b, b.bench, b.question_id, q.category, j.turn, "
-               "aa.sample, j.repeat, j.judge, j.prompt_version, j.winner, j.jkey FROM judgments j "
-               "JOIN answers aa ON j.akey=aa.akey JOIN answers ab ON j.akey_b=ab.akey "
-               "JOIN models ma ON aa.model_hash=ma.hash JOIN models mb ON ab.model_hash=mb.hash "
-               "JOIN questions q ON aa.qkey=q.qkey JOIN bench_questions b ON b.qkey=aa.qkey WHERE j.kind='pair'")
-        args: list = []
-        if bench is not None:
-            sql += " AND b.bench=?"
-            args.append(bench)
-        if judge is not None:
-            sql += " AND j.judge=?"
-            args.append(judge)
-        df = pd.read_sql_query(sql, self.db, params=args)
-        df["question_id"] = df["question_id"].map(json.loads)
+        df = self._judgment_frame(
+            "SELECT ma.name AS model_a, mb.name AS model_b, b.bench, b.question_id, q.category, j.turn, "
+            "aa.sample, j.repeat, j.judge, j.prompt_version, j.winner, j.jkey FROM judgments j "
+            "JOIN answers aa ON j.akey=aa.akey JOIN answers ab ON j.akey_b=ab.akey "
+            "JOIN models ma ON aa.model_hash=ma.hash JOIN models mb ON ab.model_hash=mb.hash "
+            "JOIN questions q ON aa.qkey=q.qkey JOIN bench_questions b ON b.qkey=aa.qkey WHERE j.kind='pair'",
+            bench, judge)
         df["winner"] = df["winner"].astype(object).where(df["winner"].notna(), None)  # missing stays None
         return df
 

@@ -37,3 +37,20 @@ def world() -> Path:
     from fusion import zoo
 
     return zoo.build_world(WORKSPACE / "world")
+
+
+@pytest.fixture(scope="session")
+def judge_dir(world, tmp_path_factory) -> Path:
+    """The world's pivot with room for judge prompts (~800 tokens of its character-level vocabulary).
+
+    Its grades mean nothing; tests use it to check the path a judgment travels.
+    """
+    import json
+    import shutil
+
+    d = tmp_path_factory.mktemp("judge") / "tiny-judge"
+    shutil.copytree(world / "pivot", d)
+    cfg = json.loads((d / "config.json").read_text())
+    cfg["max_position_embeddings"] = 2048
+    (d / "config.json").write_text(json.dumps(cfg))
+    return d

@@ -137,6 +137,16 @@ def evict_files(paths: list[Path]) -> None:
             os.close(fd)
 
 
+def best_of(fn, repeats: int) -> tuple[float, object]:
+    """The fastest of `repeats` calls of fn (seconds) and the last call's result."""
+    times, out = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - start)
+    return min(times), out
+
+
 def print_table(headers: list[str], rows: list[list[object]]) -> None:
     """Print a plain fixed-width table (numbers right-aligned)."""
     cells = [[str(c) for c in r] for r in rows]

@@ -140,15 +140,6 @@ def bench_map(source, target, size: str) -> dict:
             "naive_rapidfuzz_loop_s": per_token["rapidfuzz"] * len(misses), "vmap": vmap}
 
 
-def best_of(fn, repeats: int) -> tuple[float, object]:
-    times, out = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), out
-
-
 def bench_dtw(source, target, corpus: list[str], n: int, vmap: np.ndarray) -> dict:
     text = ""
     for line in corpus[len(corpus) // 2:]:
@@ -162,11 +153,11 @@ def bench_dtw(source, target, corpus: list[str], n: int, vmap: np.ndarray) -> di
     first_call = time.perf_counter() - start
     s_txt = [align.normalize_token(t, kinds[0]) or "" for t in src]
     t_txt = [align.normalize_token(t, kinds[1]) or "" for t in tgt]
-    t_cost, cost = best_of(lambda: align.token_cost(s_txt, t_txt), 5)
-    t_kernel, path = best_of(lambda: align.dtw_path(cost), 10)
-    t_e2e, path_e2e = best_of(lambda: align.dtw_align(src, tgt, kinds=kinds), 5)
+    t_cost, cost = C.best_of(lambda: align.token_cost(s_txt, t_txt), 5)
+    t_kernel, path = C.best_of(lambda: align.dtw_path(cost), 10)
+    t_e2e, path_e2e = C.best_of(lambda: align.dtw_align(src, tgt, kinds=kinds), 5)
     cost_list = cost.tolist()
-    t_py, py_path = best_of(lambda: python_dtw(cost_list), 2)
+    t_py, py_path = C.best_of(lambda: python_dtw(cost_list), 2)
     assert path == py_path == path_e2e, "numba and Python DTW paths differ"
 
     pairs = align.one_to_one_pairs(path, s_txt, t_txt)

@@ -219,8 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.quick:
         a.questions, a.max_new_tokens, a.repeats = min(a.questions, 40), min(a.max_new_tokens, 32), 1
     kinds = [k.strip() for k in a.direct.split(",") if k.strip()]
-    if not kinds or (bad := [k for k in kinds if k not in DIRECT_KINDS]):
-        ap.error(f"--direct: choose from {','.join(DIRECT_KINDS)}")
+    bad = [k for k in kinds if k not in DIRECT_KINDS]
+    if not kinds or bad:
+        ap.error(f"--direct {','.join(bad) or '(empty)'}: choose from {','.join(DIRECT_KINDS)}")
     judged = not a.quick
 
     if not vllm_available():

@@ -38,15 +38,6 @@ SIZES = {  # (questions, bootstrap resamples, loop resamples, BT comparisons, BT
 }
 
 
-def best_of(fn, repeats: int) -> tuple[float, object]:
-    times, out = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), out
-
-
 def suite_scores(n_questions: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """MT-Bench-shaped rows: question effect + turn/sample noise, 2 turns x 3 samples per question."""
     rng = np.random.default_rng(seed)
@@ -88,12 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     full = size == "full"
 
     scores, clusters = suite_scores(n_q)
-    t_ours, (mean, lo, hi) = best_of(lambda: mean_interval(scores, clusters, n_boot=n_boot), 3)
+    t_ours, (mean, lo, hi) = C.best_of(lambda: mean_interval(scores, clusters, n_boot=n_boot), 3)
     per, lo_ref, hi_ref = loop_interval(scores, clusters, n_loop, seed=1)
     t_loop = per * n_boot
     a, b, y, questions = bt_comparisons(n_bt)
     bradley_terry(a, b, y, questions, n_boot=10)  # warm-up: the pandas import
-    t_bt, table = best_of(lambda: bradley_terry(a, b, y, questions, n_boot=bt_boot), 3)
+    t_bt, table = C.best_of(lambda: bradley_terry(a, b, y, questions, n_boot=bt_boot), 3)
 
     rows = [
         ["rows (questions x 2 turns x 3 samples)", f"{len(scores)} ({n_q} questions)"],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -17,17 +16,6 @@ from harness.store import Store
 from tests.harness.test_cli_generate import fuseval
 
 LIMIT = 40  # zoo questions (2 turns each): 80 turns to grade per judge
-
-
-@pytest.fixture(scope="module")
-def judge_dir(world, tmp_path_factory):
-    """The pivot with room for judge prompts; its grades mean nothing, the path they travel is tested."""
-    d = tmp_path_factory.mktemp("judge") / "tiny-judge"
-    shutil.copytree(world / "pivot", d)
-    cfg = json.loads((d / "config.json").read_text())
-    cfg["max_position_embeddings"] = 2048
-    (d / "config.json").write_text(json.dumps(cfg))
-    return d
 
 
 def _count(db, sql: str) -> int:

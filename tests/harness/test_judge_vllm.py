@@ -7,7 +7,6 @@ character-level vocabulary); its grades mean nothing, the path they travel is wh
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
@@ -20,16 +19,6 @@ from harness.store import AnswerRow, Store
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900),
               pytest.mark.skipif(not vllm_available(), reason="vLLM is not installed (make test installs it)")]
-
-
-@pytest.fixture(scope="module")
-def judge_dir(world, tmp_path_factory):
-    d = tmp_path_factory.mktemp("judge") / "tiny-judge"
-    shutil.copytree(world / "pivot", d)
-    cfg = json.loads((d / "config.json").read_text())
-    cfg["max_position_embeddings"] = 2048
-    (d / "config.json").write_text(json.dumps(cfg))
-    return d
 
 
 def _conforms(text: str, schema: dict) -> dict:
