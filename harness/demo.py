@@ -1,90 +1,64 @@
-"""`fuseval demo`: the embedded end-to-end job on tiny local models (for now: the merge core).
+"""`fuseval demo` / `make demo`: the whole job on the embedded tiny world, on CPU, with no downloads.
 
-Builds a tiny base model and two fine-tuned-like variants, merges them with every registered
-method through the same recipe path a user's YAML takes, loads each result with transformers
-and generates from it, and prints what each method did to the deltas.
+1. builds the tiny world (a pivot and two sources with different tokenizers and architectures,
+   trained on synthetic chat domains; cached under <workspace>/world);
+2. runs the suite benchmarks/suites/demo.yml: FuseChat's two stages (targets, then the VaRM merge),
+   the gold-only control, other stage-2 merges as an ablation grid, `--seeds N` training seeds;
+   every model served in turn (transformers in process by default), answering the zoo domains
+   (programmatic judges) and a few MT-Bench-style questions (the LLM-judge path, with the tiny
+   pivot as judge: a pipeline check, labelled so in the report);
+3. writes the HTML and Markdown report and prints where it is and the headline comparison.
+
+Everything goes through the store (<workspace>/fuseval.db): a second run reuses every model,
+answer and judgment and only re-renders the report.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 from pathlib import Path
 
-import torch
-import yaml
 from rich.console import Console
-from rich.table import Table
 
-from fusion.files import atomic_write_text
-from fusion.io import CheckpointReader
-from fusion.merge import MergeOptions, load_merge_config, run_merge
-from fusion.zoo import merge_set
+from fusion.files import atomic_output_dir
 
-DEMO_RECIPES: dict[str, dict] = {
-    "linear": {"models": [("variant1", {"weight": 0.5}), ("variant2", {"weight": 0.5})], "base_in_models": False},
-    "task_arithmetic": {"models": [("variant1", {"weight": 0.5}), ("variant2", {"weight": 0.5})]},
-    "ties": {"models": [("variant1", {"weight": 1.0, "density": 0.5}), ("variant2", {"weight": 1.0, "density": 0.5})]},
-    "dare_ties": {"models": [("variant1", {"weight": 1.0, "density": 0.5}), ("variant2", {"weight": 1.0, "density": 0.5})]},
-    "breadcrumbs_ties": {"models": [("variant1", {"weight": 1.0, "density": 0.5}), ("variant2", {"weight": 1.0, "density": 0.5})]},
-    "della": {"models": [("variant1", {"weight": 1.0, "density": 0.5}), ("variant2", {"weight": 1.0, "density": 0.5})]},
-    "slerp": {"models": [("variant1", {})], "parameters": {"t": [0.0, 0.5, 1.0]}},
-    "model_stock": {"models": [("variant1", {}), ("variant2", {})]},
-    "sce": {"models": [("variant1", {}), ("variant2", {})], "parameters": {"select_topk": 0.5}},
-    "varm": {"models": [("variant1", {}), ("variant2", {})]},
-}
+SUITE = Path(__file__).resolve().parents[1] / "benchmarks" / "suites" / "demo.yml"
 
 
-def _recipe(method: str, spec: dict, paths: dict[str, Path]) -> dict:
-    cfg = {"merge_method": method, "models": [{"model": str(paths[m]), "parameters": p} for m, p in spec["models"]]}
-    if spec.get("base_in_models", True):
-        cfg["base_model"] = str(paths["base"])
-    if "parameters" in spec:
-        cfg["parameters"] = spec["parameters"]
-    return cfg
+def tiny_judge(world: Path, dest: Path) -> Path:
+    """The world's pivot with room for judge prompts (~800 of its character tokens): a judge that cannot grade."""
+    if (dest / "config.json").exists():
+        return dest
+    with atomic_output_dir(dest, force=True) as tmp:
+        for f in (world / "pivot").iterdir():
+            if f.is_file():
+                shutil.copy2(f, tmp / f.name)
+        cfg = json.loads((tmp / "config.json").read_text())
+        cfg["max_position_embeddings"] = 2048
+        (tmp / "config.json").write_text(json.dumps(cfg, indent=1))
+    return dest
 
 
-def _delta_rms(model: Path, base: CheckpointReader) -> float:
-    """Root-mean-square distance of a model's weights from the base, over all tensors."""
-    r = CheckpointReader(model)
-    total, count = 0.0, 0
-    for name in base.names:
-        d = r.get(name).double() - base.get(name).double()
-        total += float((d**2).sum())
-        count += d.numel()
-    return (total / count) ** 0.5
+def run_demo(workspace: Path, console: Console, backend: str | None = None, seeds: int = 2,
+             store: Path | None = None, formats=("html", "md")) -> str:
+    """Build the world, run the demo suite, write the report; returns the run id."""
+    from fusion import zoo
+    from fusion.configfile import read_yaml
+    from harness.cli import quiet_libraries
+    from harness.cli_run import run_and_report
 
-
-def run_demo(workspace: Path, console: Console) -> None:
+    quiet_libraries()
     workspace = Path(workspace)
-    console.print(f"[bold]fuseval demo[/bold] in {workspace} (tiny local models, CPU)")
-    paths = merge_set(workspace / "zoo", size="tiny", n_variants=2, seed=0)
-    base = CheckpointReader(paths["base"])
-    table = Table(title="Merges of two tiny fine-tuned-like variants")
-    table.add_column("method")
-    table.add_column("seconds", justify="right")
-    table.add_column("RMS Δ from base", justify="right")
-    table.add_column("loads + generates")
-    for name in ("variant1", "variant2"):
-        table.add_row(f"({name}, input)", "", f"{_delta_rms(paths[name], base):.5f}", "")
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-
-    for method, spec in DEMO_RECIPES.items():
-        cfg_path = workspace / "recipes" / f"{method}.yml"
-        atomic_write_text(cfg_path, yaml.safe_dump(_recipe(method, spec, paths), sort_keys=False))
-        out = workspace / "merged" / method
-        result = run_merge(load_merge_config(cfg_path), out, config_path=cfg_path, options=MergeOptions(force=True))
-        model = AutoModelForCausalLM.from_pretrained(out)
-        tok = AutoTokenizer.from_pretrained(out)
-        ids = tok.apply_chat_template([{"role": "user", "content": "What is 12 plus 30?"}], add_generation_prompt=True,
-                                      return_tensors="pt", return_dict=True)["input_ids"]
-        with torch.no_grad():
-            gen = model.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=tok.pad_token_id)
-        table.add_row(method, f"{result.seconds:.2f}", f"{_delta_rms(out, base):.5f}",
-                      f"yes, {gen.shape[1] - ids.shape[1]} tokens")
-    console.print(table)
-    console.print(f"Merged models: {workspace / 'merged'}/<method>, each with its fuseval_recipe.yml; "
-                  f"the YAML recipes: {workspace / 'recipes'}.")
-    console.print("The models are random and untrained, so there is nothing to score yet; benchmark scores "
-                  "(with intervals) arrive with the runner.")
+    console.print(f"[bold]fuseval demo[/bold] in {workspace}: the tiny world, fused and merged, "
+                  f"benchmarked with intervals (CPU, no downloads)")
+    world = zoo.build_world(workspace / "world")
+    judge = tiny_judge(world, workspace / "tiny-judge")
+    os.environ["FUSEVAL_WORLD"] = str(world.resolve())
+    os.environ["FUSEVAL_JUDGE"] = str(judge.resolve())
+    data = read_yaml(SUITE)
+    data["seeds"] = list(range(seeds))
+    if backend:
+        data["backend"] = {**data.get("backend", {}), "kind": backend}
+    return run_and_report(SUITE, workspace, store or workspace / "fuseval.db", backend, formats, data=data)

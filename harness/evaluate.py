@@ -89,6 +89,13 @@ def judge_single_into_store(store: Store, judge: Judge, model_hash: str, bench: 
     return _judge_units(store, units, judge.single, run_id, chunk_size, on_done)
 
 
+def pending_single(store: Store, judge: Judge, model_hash: str, bench: str, questions: list[Question],
+                   gen_key: str | None = None, repeats: int = 1) -> int:
+    """How many judgments `judge_single_into_store` would ask for (nothing is started or asked)."""
+    units = _single_units(store, judge, model_hash, bench, questions, gen_key, repeats)
+    return len(units) - len(store.judged(r.jkey for r, _ in units))
+
+
 def judge_pairs_into_store(store: Store, judge, model_a: str, model_b: str, bench: str, questions: list[Question],
                            gen_key: str | None = None, repeats: int = 1, run_id: str | None = None,
                            chunk_size: int = 32, on_done: Callable[[int], None] | None = None) -> JudgeReport:

@@ -100,12 +100,25 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE TABLE IF NOT EXISTS metrics (
     run_id TEXT,
     model_hash TEXT NOT NULL,
-    task TEXT NOT NULL,
+    task TEXT NOT NULL,               -- lm-eval task, keyed with its settings (limit, few-shot)
     metric TEXT NOT NULL,
     value REAL,
     stderr REAL,
     detail TEXT,
     PRIMARY KEY (model_hash, task, metric)
+);
+CREATE TABLE IF NOT EXISTS results (  -- each run's headline numbers, for the nightly history
+    run_id TEXT NOT NULL REFERENCES runs(id),
+    suite TEXT,
+    model TEXT NOT NULL,
+    model_hash TEXT NOT NULL,
+    bench TEXT NOT NULL,
+    judge TEXT NOT NULL,
+    mean REAL,
+    low REAL,
+    high REAL,
+    questions INTEGER,
+    PRIMARY KEY (run_id, model, bench, judge)
 );
 CREATE TABLE IF NOT EXISTS file_hashes (
     path TEXT PRIMARY KEY,            -- cache: a file's sha256 while its size and mtime are unchanged
@@ -237,9 +250,10 @@ class Store:
                                                                "chat_template.jinja", "generation_config.json")))
         if not any(p.suffix in (".safetensors", ".bin") for p in files):
             raise FusevalError(f"{root}: no weight files (*.safetensors) to hash")
-        return digest("model", [(p.name, self._file_sha(p)) for p in files])
+        return digest("model", [(p.name, self.file_sha(p)) for p in files])
 
-    def _file_sha(self, p: Path) -> str:
+    def file_sha(self, p: Path) -> str:
+        """sha256 of a file, cached by path, size and mtime."""
         st = p.stat()
         key = str(p.resolve())
         row = self.db.execute("SELECT size, mtime_ns, sha256 FROM file_hashes WHERE path=?", (key,)).fetchone()
@@ -345,9 +359,64 @@ class Store:
                         time.time()))
         return run_id
 
-    def end_run(self, run_id: str, status: str = "done") -> None:
+    def end_run(self, run_id: str, status: str = "done", config: dict | None = None) -> None:
         with self.transaction() as db:
-            db.execute("UPDATE runs SET ended=?, status=? WHERE id=?", (time.time(), status, run_id))
+            db.execute("UPDATE runs SET ended=?, status=?, config=COALESCE(?, config) WHERE id=?",
+                       (time.time(), status, json.dumps(config) if config else None, run_id))
+
+    def run(self, run_id: str) -> dict:
+        """One run's row (config decoded); 'latest' is the newest finished run."""
+        if run_id == "latest":
+            row = self.db.execute("SELECT id FROM runs WHERE status='done' ORDER BY started DESC LIMIT 1").fetchone()
+            if row is None:
+                raise FusevalError(f"{self.path}: no finished run yet")
+            run_id = row[0]
+        cur = self.db.execute("SELECT * FROM runs WHERE id=?", (run_id,))
+        row = cur.fetchone()
+        if row is None:
+            raise FusevalError(f"{self.path}: no run {run_id!r}")
+        out = dict(zip([c[0] for c in cur.description], row))
+        out["config"] = json.loads(out["config"]) if out["config"] else {}
+        return out
+
+    def latest_run(self, suite: str) -> str | None:
+        """The newest finished run of a suite, or None."""
+        row = self.db.execute("SELECT id FROM runs WHERE suite=? AND status='done' ORDER BY started DESC LIMIT 1",
+                              (suite,)).fetchone()
+        return row[0] if row else None
+
+    # -- metrics and results -------------------------------------------------------------------
+
+    def has_metrics(self, model_hash: str, task: str) -> bool:
+        return self.db.execute("SELECT 1 FROM metrics WHERE model_hash=? AND task=? LIMIT 1",
+                               (model_hash, task)).fetchone() is not None
+
+    def add_metrics(self, run_id: str | None, model_hash: str, task: str, rows: Iterable[dict]) -> None:
+        """lm-eval metrics of one model on one task key: {metric, value, stderr, ...} each."""
+        with self.transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO metrics VALUES (?,?,?,?,?,?,?)", [
+                (run_id, model_hash, task, r["metric"], r.get("value"), r.get("stderr"),
+                 json.dumps({k: v for k, v in r.items() if k not in ("metric", "value", "stderr")}, default=str))
+                for r in rows])
+
+    def add_results(self, run_id: str, suite: str, rows: Iterable[dict]) -> None:
+        """A run's headline numbers (one per model, bench and judge), kept for the history."""
+        with self.transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO results VALUES (?,?,?,?,?,?,?,?,?,?)", [
+                (run_id, suite, r["model"], r["model_hash"], r["bench"], r["judge"], r.get("mean"), r.get("low"),
+                 r.get("high"), r.get("questions")) for r in rows])
+
+    def history(self, suite: str | None = None):
+        """Every finished run's results with the run's start time, oldest first."""
+        import pandas as pd  # noqa: PLC0415
+
+        sql = ("SELECT r.run_id, u.started, r.suite, r.model, r.bench, r.judge, r.mean, r.low, r.high, r.questions "
+               "FROM results r JOIN runs u ON u.id=r.run_id WHERE u.status='done'")
+        args = []
+        if suite is not None:
+            sql += " AND r.suite=?"
+            args.append(suite)
+        return pd.read_sql_query(sql + " ORDER BY u.started", self.db, params=args)
 
     # -- reading out -------------------------------------------------------------------------
 
@@ -376,7 +445,7 @@ class Store:
         """Single-answer judgments joined to model, question and answer: one row per judged turn."""
         return self._judgment_frame(
             "SELECT m.name AS model, a.model_hash, b.bench, b.question_id, q.category, j.turn, a.sample, j.repeat, "
-            "j.judge, j.prompt_version, j.score, j.akey, j.jkey FROM judgments j "
+            "j.judge, j.prompt_version, j.score, a.gen_key, j.akey, j.jkey FROM judgments j "
             "JOIN answers a ON j.akey=a.akey JOIN models m ON a.model_hash=m.hash "
             "JOIN questions q ON a.qkey=q.qkey JOIN bench_questions b ON b.qkey=a.qkey WHERE j.kind='single'",
             bench, judge)
@@ -407,7 +476,7 @@ class Store:
         return written
 
 
-_TABLES = ("models", "questions", "bench_questions", "answers", "judgments", "runs", "metrics")
+_TABLES = ("models", "questions", "bench_questions", "answers", "judgments", "runs", "metrics", "results")
 
 
 def _statements(script: str) -> list[str]:

@@ -14,26 +14,8 @@ section 3.5), because a gate decides against a practical margin, not against zer
 
 from __future__ import annotations
 
-import math
-
 from harness.stats import Estimate, Outcome, VarianceComponents
-
-MINUS = "\u2212"  # '−', as in DESIGN.md's "+0.42 (95% interval −0.05 to +0.90)"
-
-
-def fmt_number(x: float | None, digits: int = 2, signed: bool = False) -> str:
-    """A number with `digits` decimals, U+2212 for negatives, '+' for positives when signed; 'n/a' if not finite."""
-    if x is None or not math.isfinite(x):
-        return "n/a"
-    text = f"{abs(x):.{digits}f}"
-    if float(text) == 0:
-        return text  # "−0.00" would claim a direction the rounding hides
-    return (MINUS if x < 0 else "+" if signed else "") + text
-
-
-def fmt_level(level: float) -> str:
-    """0.95 -> '95%', 0.975 -> '97.5%'."""
-    return f"{round(100 * level, 6):g}%"
+from reports.fmt import MINUS, fmt_interval, fmt_level, fmt_number  # noqa: F401  (one formatting for tables and reports)
 
 
 def fmt_estimate(e: Estimate | tuple[float, float, float], digits: int = 2, signed: bool = False,
@@ -48,11 +30,6 @@ def fmt_estimate(e: Estimate | tuple[float, float, float], digits: int = 2, sign
         return fmt_number(x, digits, signed)
 
     return f"{n(mean)} ({fmt_level(level)} interval {n(low)} to {n(high)})"
-
-
-def fmt_interval(low: float, high: float, digits: int = 2, signed: bool = False) -> str:
-    """'6.80 to 7.41' (the interval alone, for a table whose header names the level)."""
-    return f"{fmt_number(low, digits, signed)} to {fmt_number(high, digits, signed)}"
 
 
 def _where(outcome: Outcome, e: Estimate, margin: float, digits: int) -> str:

@@ -219,6 +219,13 @@ def _stop_all() -> None:
         s.stop(grace_s=5.0)
 
 
+def served_context(base_url: str) -> int | None:
+    """The context length a vLLM server enforces (it lists max_model_len under /v1/models); None if unknown."""
+    with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
+        return int(httpx.get(base_url.rstrip("/") + "/models", timeout=10).json()["data"][0]["max_model_len"])
+    return None
+
+
 class VLLMBackend(Backend):
     """A model served by a vLLM server that this backend starts and stops."""
 
@@ -257,11 +264,13 @@ class VLLMBackend(Backend):
             self.client.stop()
         self.server.stop()
 
+    @property
+    def base_url(self) -> str:
+        """The OpenAI-compatible API root (http://127.0.0.1:PORT/v1) of the running server."""
+        return self.server.base_url
+
     def _served_context(self) -> int | None:
-        """The context length the server enforces (vLLM lists it under /v1/models)."""
-        with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, IndexError, TypeError):
-            return int(httpx.get(self.server.base_url + "/models", timeout=10).json()["data"][0]["max_model_len"])
-        return None
+        return served_context(self.server.base_url)
 
     def _fit(self, requests: list[ChatRequest]) -> list[ChatRequest | ChatResult]:
         """Each request's max_new_tokens cut to the context its prompt leaves, as transformers does.

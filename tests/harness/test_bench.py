@@ -109,3 +109,12 @@ def test_zoo_set_is_the_test_split_and_its_references_check():
             q = by_id[1000 * d + k + 1]
             assert q.turns == conv.prompt_turns() and domains.split_of(q.turns[0]) == "test"
             assert domains.check(conv, q.reference) == [True, True]  # the references are right answers
+
+
+def test_take_spread_samples_every_category_in_file_order():
+    from harness.bench import Question, take_spread
+
+    qs = [Question(question_id=i, category=c, turns=["q"]) for i, c in enumerate("aaaabbc")]
+    assert [q.question_id for q in take_spread(qs, 4)] == [0, 1, 4, 6]  # a0 b4 c6, then a1
+    assert [q.question_id for q in take_spread(qs, 2)] == [0, 4]
+    assert take_spread(qs, None) == qs and take_spread(qs, 99) == qs

@@ -1,0 +1,440 @@
+"""`fuseval run SUITE.yml`: build what is missing, serve each model in turn, answer, judge, compare.
+
+    ls = load_suite("benchmarks/suites/demo.yml")
+    run_id = run_suite(ls, workspace=Path("runs/demo"), store=Store("runs/demo/fuseval.db"))
+
+Every step goes through the store, so a second run of the same suite does no new generation or
+judging, and an interrupted one resumes. Built models are keyed by the content of their recipe
+and inputs (`workspace/models/`, `workspace/fused/`): a rebuilt recipe is reused, a changed one is
+built anew beside it. Models are served one after another; a model whose answers are all in the
+store is not started at all.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+
+from fusion.errors import FusevalError
+from harness.bench import Question, load_questions, resolve_bench, take_spread
+from harness.generate import GenerationSettings
+from harness.results import record_results
+from harness.store import Store, digest
+from harness.suite import BenchSpec, LoadedSuite, ModelSpec
+from harness.suite import expand_path as expand
+
+log = logging.getLogger(__name__)
+Say = Callable[[str], None]
+
+
+@dataclass
+class Built:
+    """A model of the run, ready to serve."""
+
+    name: str
+    path: str                 # checkpoint directory (or the served name, on an openai backend)
+    hash: str
+    role: str                 # baseline | candidate
+    group: str                # the candidate it came from (seeds of one fuse candidate share it)
+    seed: int | None = None
+    kind: str = "model"       # model | merge | fuse
+    recipe: str | None = None
+
+
+@dataclass
+class Bench:
+    name: str
+    spec: BenchSpec
+    questions: list[Question]
+    judges: list[str]          # programmatic and/or llm
+
+
+# -- building ---------------------------------------------------------------------------------
+
+
+def _deep_update(base: dict, upd: dict) -> dict:
+    out = dict(base)
+    for k, v in upd.items():
+        out[k] = _deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _merge(store: Store, m: ModelSpec, where: str, suite_path: Path, workspace: Path, say: Say) -> Path:
+    from fusion.merge import load_merge_config
+    from fusion.merge.config import parse_merge_config
+    from fusion.merge.engine import _resolve_model_path, run_merge
+
+    if isinstance(m.merge, str):
+        cfg, cfg_path = load_merge_config(m.merge), Path(m.merge)
+    else:
+        data = dict(m.merge)
+        data["models"] = [{**e, "model": expand(e["model"], where)} if isinstance(e, dict) and "model" in e else e
+                          for e in data.get("models", [])]
+        if isinstance(data.get("base_model"), str):
+            data["base_model"] = expand(data["base_model"], where)
+        cfg, cfg_path = parse_merge_config(data, f"{where}.merge"), suite_path
+    refs = [e.model for e in cfg.models] + ([cfg.base_model] if cfg.base_model else [])
+    inputs = []
+    for ref in refs:
+        p = _resolve_model_path(ref, cfg_path)
+        if not p.is_dir():
+            raise FusevalError(f"{where}: merge input {ref!r}: no such model directory ({p})")
+        inputs.append(store.model_hash(p))
+    key = digest("merge", cfg.model_dump(mode="json"), inputs)[:12]
+    out = workspace / "models" / f"{m.name}-{key}"
+    if not (out / "fuseval_recipe.yml").exists():
+        say(f"merge {m.name} ({cfg.merge_method}) -> {out}")
+        run_merge(cfg, out, config_path=cfg_path)
+    return out
+
+
+def _fuse_config(m: ModelSpec, where: str, suite_path: Path, seeds: list[int] | None):
+    from fusion.pipeline import FuseConfig, load_fuse_config
+    from pydantic import ValidationError
+
+    from fusion.configfile import validation_message
+
+    if isinstance(m.fuse, str):
+        cfg = load_fuse_config(m.fuse)
+    else:
+        here = suite_path.resolve().parent
+        data = dict(m.fuse)
+        for key in ("pivot", "data"):
+            if isinstance(data.get(key), str):
+                data[key] = str(here / expand(data[key], where))
+        data["sources"] = [str(here / expand(s, where)) for s in data.get("sources", []) if isinstance(s, str)]
+        try:
+            cfg = FuseConfig.model_validate(data)
+        except ValidationError as e:
+            raise FusevalError(validation_message(f"{where}.fuse", e)) from None
+    upd = dict(m.fuse_overrides)
+    if seeds:
+        upd["seeds"] = seeds
+    if upd:
+        try:
+            cfg = FuseConfig.model_validate(_deep_update(cfg.model_dump(), upd))
+        except ValidationError as e:
+            raise FusevalError(validation_message(f"{where}.fuse_overrides", e)) from None
+    return cfg
+
+
+def _target_params(method: str, targets: list[Path]) -> dict[str, float]:
+    """Equal weights 1/n for the stage-2 merge of n targets when the method weighs its models."""
+    from fusion.merge.registry import get_method
+
+    try:
+        fields = get_method(method).model_params.model_fields
+    except FusevalError:
+        return {}  # an unknown method is reported by the config parser with its key
+    return {"weight": 1 / len(targets)} if "weight" in fields else {}
+
+
+def _fuse(store: Store, m: ModelSpec, where: str, ls: LoadedSuite, workspace: Path, say: Say,
+          done: dict[str, Path]) -> list[tuple[int | None, Path, str | None]]:
+    """(seed, model directory, recipe) for each seed of a fuse candidate."""
+    from fusion.merge.config import parse_merge_config
+    from fusion.merge.engine import run_merge
+    from fusion.pipeline import run_fuse
+
+    cfg = _fuse_config(m, where, ls.path, ls.suite.seeds)
+    for d in [cfg.pivot, *cfg.sources]:
+        if not Path(d).is_dir():
+            raise FusevalError(f"{where}: fuse model {d}: no such model directory")
+    if not Path(cfg.data).is_file():
+        raise FusevalError(f"{where}: fuse data {cfg.data}: no such file")
+    if m.output == "pivot":
+        return [(None, Path(cfg.pivot), None)]
+    # Seeds are left out of the key: each seed's outputs live in their own seed-N folder, so adding a seed
+    # trains only that seed.
+    training = cfg.model_dump(mode="json", exclude={"merge", "seeds"})
+    key = digest("fuse", training, [store.model_hash(p) for p in [cfg.pivot, *cfg.sources]],
+                 store.file_sha(Path(cfg.data)))[:12]
+    out = workspace / "fused" / key
+    outputs = [f"target-{Path(s).name}" for s in cfg.sources] + ["merged"] + (["control"] if cfg.control else [])
+    missing = [seed for seed in cfg.seeds if not all((out / f"seed-{seed}" / o / "config.json").exists()
+                                                    for o in outputs)]
+    if key not in done and missing:
+        say(f"fuse {m.name}: {len(cfg.sources)} sources into the pivot, seeds {missing} -> {out}")
+        run_fuse(cfg.model_copy(update={"seeds": missing}), out, progress=False)
+        done[key] = out
+    models = []
+    for seed in cfg.seeds:
+        src = out / f"seed-{seed}" / m.output
+        if m.output == "merged" and m.fuse_merge:
+            targets = sorted((out / f"seed-{seed}").glob("target-*"))
+            method = m.fuse_merge.get("method", "varm")
+            mcfg = parse_merge_config({"merge_method": method, "base_model": cfg.pivot,
+                                       "models": [{"model": str(t), "parameters": _target_params(method, targets)}
+                                                  for t in targets],
+                                       "parameters": m.fuse_merge.get("parameters", {}), "dtype": "float32",
+                                       "seed": seed}, f"{where}.fuse_merge")
+            src = workspace / "models" / f"{m.name}-{digest('stage2', mcfg.model_dump(mode='json'), key)[:12]}"
+            if not (src / "fuseval_recipe.yml").exists():
+                say(f"merge {m.name} seed {seed} ({mcfg.merge_method} of {len(targets)} targets) -> {src}")
+                run_merge(mcfg, src)
+        if not (src / "config.json").exists():
+            raise FusevalError(f"{where}: output {m.output!r} is not among the fusion outputs in {out / f'seed-{seed}'}")
+        models.append((seed, src, (src / "fuseval_recipe.yml").read_text() if (src / "fuseval_recipe.yml").exists()
+                       else None))
+    return models
+
+
+def build_models(ls: LoadedSuite, store: Store, workspace: Path, backend: str, say: Say) -> list[Built]:
+    """Every model of the suite as a checkpoint: existing ones checked, recipes built where missing."""
+    for m in ls.models:  # the cheap checks first, before anything is built
+        if m.kind == "model" and backend != "openai" and not Path(m.model).is_dir():
+            raise FusevalError(f"{ls.path}: {ls.roles[m.name]} {m.name!r}: model {m.model}: no such checkpoint "
+                               "directory")
+        if isinstance(m.merge or m.fuse, str) and not Path(m.merge or m.fuse).is_file():
+            raise FusevalError(f"{ls.path}: {ls.roles[m.name]} {m.name!r}: recipe {m.merge or m.fuse}: no such file")
+    built: list[Built] = []
+    fused: dict[str, Path] = {}
+    for m in ls.models:
+        where = f"{ls.path}: {ls.roles[m.name]} {m.name!r}"
+        role = ls.roles[m.name]
+        if m.kind == "model":
+            if backend == "openai":
+                built.append(Built(m.name, m.model, digest("endpoint", ls.suite.backend.base_url, m.model), role,
+                                   m.name))
+                continue
+            built.append(Built(m.name, m.model, store.model_hash(m.model), role, m.name))
+        elif m.kind == "merge":
+            out = _merge(store, m, where, ls.path, workspace, say)
+            built.append(Built(m.name, str(out), store.model_hash(out), role, m.name, kind="merge",
+                               recipe=(out / "fuseval_recipe.yml").read_text()))
+        else:
+            runs = _fuse(store, m, where, ls, workspace, say, fused)
+            for seed, path, recipe in runs:
+                name = m.name if len(runs) == 1 else f"{m.name}@s{seed}"
+                built.append(Built(name, str(path), store.model_hash(path), role, m.name, seed, "fuse", recipe))
+    for b in built:
+        store.add_model(b.name, path=None if backend == "openai" else b.path, recipe=b.recipe, content_hash=b.hash)
+    return built
+
+
+# -- benches, generation, judging ------------------------------------------------------------
+
+
+def load_benches(ls: LoadedSuite) -> list[Bench]:
+    out = []
+    for spec in ls.benches:
+        if spec.lmeval is not None:
+            out.append(Bench(spec.name or "lmeval", spec, [], []))
+            continue
+        try:
+            qpath = resolve_bench(spec.questions)
+            questions = take_spread(load_questions(qpath), spec.limit)
+        except FusevalError as e:
+            raise FusevalError(f"{ls.path}: benchmarks: {e}") from None
+        name = spec.name or (spec.questions if spec.questions in ("zoo", "general") else qpath.parent.name)
+        has_checks = any(q.checks for q in questions)
+        judges = {"auto": ["programmatic"] if has_checks else ["llm"], "programmatic": ["programmatic"],
+                  "llm": ["llm"], "both": ["programmatic", "llm"]}[spec.judge]
+        if "programmatic" in judges and not has_checks:
+            raise FusevalError(f"{ls.path}: benchmark {name!r}: judge programmatic, but its questions carry no checks")
+        if "llm" in judges and not ls.suite.judge.model:
+            raise FusevalError(f"{ls.path}: benchmark {name!r} is judged by an LLM: set judge.model")
+        out.append(Bench(name, spec, questions, judges))
+    if len({b.name for b in out}) != len(out):
+        raise FusevalError(f"{ls.path}: two benchmarks share a name; give them distinct `name`s")
+    return out
+
+
+def _options(spec, backend: str) -> dict:
+    opts = dict(spec.options)
+    if backend == "openai":
+        if not spec.base_url:
+            raise FusevalError("backend openai needs base_url")
+        opts.update(base_url=spec.base_url, api_key_env=spec.api_key_env)
+    return opts
+
+
+def _needs_answers(store: Store, b: Built, benches: list[Bench], settings: GenerationSettings) -> bool:
+    from harness.store import question_key
+
+    done = store.answered(b.hash, settings.digest())
+    return any((question_key(q.category, q.turns), s) not in done
+               for bench in benches for q in bench.questions for s in range(settings.samples))
+
+
+class Progress:
+    """What the runner reports its progress to: one phase at a time, advanced by requests. This one is silent."""
+
+    def phase(self, description: str, total: int | None) -> None:
+        pass
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+
+def _pending_requests(store: Store, b: Built, bench: Bench, settings: GenerationSettings) -> int:
+    from harness.store import question_key
+
+    done = store.answered(b.hash, settings.digest())
+    return sum(len(q.turns) for q in bench.questions for s in range(settings.samples)
+               if (question_key(q.category, q.turns), s) not in done)
+
+
+def generate_all(ls: LoadedSuite, store: Store, built: list[Built], benches: list[Bench], backend: str,
+                 workspace: Path, run_id: str, say: Say, progress: Progress = Progress()) -> dict[str, int]:
+    """Answer every question bench with every model; lm-eval tasks on the same backend. Returns counts."""
+    from harness.backends import make_backend
+    from harness.evaluate import generate_into_store
+
+    settings = ls.suite.generation
+    opts = _options(ls.suite.backend, backend)
+    qbenches = [b for b in benches if b.questions]
+    lbenches = [b for b in benches if b.spec.lmeval]
+    counts = {"answered": 0, "started": 0, "lmeval": 0}
+    for b in built:
+        for bench in qbenches:
+            store.add_questions(bench.name, bench.questions)
+        lm_todo = [lb for lb in lbenches if not _lmeval_done(store, b, lb)]
+        if not _needs_answers(store, b, qbenches, settings) and not lm_todo:
+            continue
+        counts["started"] += 1
+        say(f"serve {b.name} ({backend})")
+        server = make_backend(backend, b.path, opts, model_id=b.name, log_dir=workspace / "logs",
+                              where=f"{ls.path}: backend.options")
+        with server:
+            for bench in qbenches:
+                progress.phase(f"generate {b.name} · {bench.name}", _pending_requests(store, b, bench, settings))
+                rep = generate_into_store(store, server, b.hash, bench.name, bench.questions, settings, run_id=run_id,
+                                          on_request=progress.advance)
+                counts["answered"] += rep.answered
+                if rep.failed:
+                    raise FusevalError(f"{b.name} on {bench.name}: {rep.failed} questions failed to generate "
+                                       f"(first error: {rep.first_error}); run the suite again to retry them")
+            for lb in lm_todo:
+                progress.phase(f"lm-eval {b.name} · {', '.join(lb.spec.lmeval)}", None)
+                _run_lmeval(store, b, lb, backend, server, workspace, run_id)
+                counts["lmeval"] += 1
+    return counts
+
+
+def _lmeval_key(spec: BenchSpec) -> str:
+    from harness.lmeval import task_key
+
+    return task_key(spec.lmeval, spec.limit, spec.num_fewshot)
+
+
+def _lmeval_done(store: Store, b: Built, lb: Bench) -> bool:
+    return all(store.has_metrics(b.hash, f"{t}@{_lmeval_key(lb.spec)}") for t in lb.spec.lmeval)
+
+
+def _run_lmeval(store: Store, b: Built, lb: Bench, backend: str, server, workspace: Path, run_id: str) -> None:
+    """lm-eval's tasks (and their subtasks) on this model, on the same backend; metrics keyed by the task settings."""
+    from harness.lmeval import run_lmeval
+
+    base_url = getattr(server, "base_url", None) if backend == "vllm" else None
+    if backend == "openai":
+        raise FusevalError(f"{lb.name}: lm-eval tasks need a local model (transformers or vllm backend)")
+    rows = run_lmeval(Path(b.path), lb.spec.lmeval, backend="vllm" if base_url else "transformers",
+                      base_url=base_url, served_name=b.name, limit=lb.spec.limit, num_fewshot=lb.spec.num_fewshot,
+                      work_dir=workspace / "lmeval")
+    key = _lmeval_key(lb.spec)
+    for task in sorted({r["task"] for r in rows} | set(lb.spec.lmeval)):
+        mine = [r for r in rows if r["task"] == task]
+        store.add_metrics(run_id, b.hash, f"{task}@{key}", mine or [{"metric": "none"}])
+
+
+def judge_all(ls: LoadedSuite, store: Store, built: list[Built], benches: list[Bench], workspace: Path, run_id: str,
+              say: Say, progress: Progress = Progress()) -> dict[str, Any]:
+    """Judge every model's answers: programmatic checks, then the LLM judge (started once)."""
+    from harness.evaluate import judge_single_into_store, pending_single
+    from harness.judges.programmatic import ProgrammaticJudge
+
+    gen_key = ls.suite.generation.digest()
+    judges: dict[str, list[str]] = {b.name: [] for b in benches}
+    counts = {"judged": 0, "missing": 0, "errors": 0}
+
+    def tally(rep):
+        counts["judged"] += rep.judged
+        counts["missing"] += rep.missing
+        counts["errors"] += rep.errors
+
+    prog = ProgrammaticJudge()
+    for bench in benches:
+        if "programmatic" in bench.judges:
+            judges[bench.name].append(prog.id)
+            for b in built:
+                tally(judge_single_into_store(store, prog, b.hash, bench.name, bench.questions, gen_key, run_id=run_id))
+    llm_benches = [b for b in benches if "llm" in b.judges]
+    if llm_benches:
+        judge = _llm_judge(ls, store, workspace)
+        work = [(bench, b, n) for bench in llm_benches for b in built
+                if (n := pending_single(store, judge, b.hash, bench.name, bench.questions, gen_key,
+                                        ls.suite.judge.repeats))]
+        for bench in llm_benches:
+            judges[bench.name].append(judge.id)
+        if work:  # the judge is started only when it has something to grade
+            say(f"judge {judge.id}: {len(work)} model x bench pairs to grade")
+            with judge.backend:
+                for bench, b, n in work:
+                    progress.phase(f"judge {b.name} · {bench.name}", n)
+                    tally(judge_single_into_store(store, judge, b.hash, bench.name, bench.questions, gen_key,
+                                                  repeats=ls.suite.judge.repeats, run_id=run_id,
+                                                  on_done=progress.advance))
+    if counts["errors"]:
+        raise FusevalError(f"{counts['errors']} judgments could not be asked (the judge failed); run the suite "
+                           "again to retry them")
+    return {"counts": counts, "judges": judges}
+
+
+def _llm_judge(ls: LoadedSuite, store: Store, workspace: Path):
+    from harness.backends import default_backend, make_backend
+    from harness.judges.llm import LLMJudge
+
+    j = ls.suite.judge
+    kind = j.backend or default_backend()
+    if kind == "openai":
+        ident = digest("endpoint", j.base_url, j.model)
+        label = j.name or j.model
+    else:
+        if not Path(j.model).is_dir():
+            raise FusevalError(f"{ls.path}: judge.model {j.model}: no such model directory")
+        ident, label = store.model_hash(j.model), j.name or Path(j.model).name
+    backend = make_backend(kind, j.model, _options(j, kind), model_id=label, log_dir=workspace / "logs",
+                           where=f"{ls.path}: judge.options")
+    return LLMJudge(backend, f"{label}@{ident[:10]}", temperature=j.temperature, max_new_tokens=j.max_new_tokens,
+                    structured=j.structured)
+
+
+# -- the run ----------------------------------------------------------------------------------
+
+
+def run_suite(ls: LoadedSuite, workspace: Path, store: Store, backend: str | None = None,
+              say: Say = lambda s: None, progress: Progress = Progress()) -> str:
+    """Build, generate, judge, and record the run (its config names every model and judge); returns the run id."""
+    from harness.backends import default_backend
+
+    workspace = Path(workspace)
+    kind = backend or ls.suite.backend.kind or default_backend()
+    benches = load_benches(ls)
+    run_id = store.start_run(suite=ls.suite.name, config={"suite_file": str(ls.path)})
+    try:
+        built = build_models(ls, store, workspace, kind, say)
+        gen = generate_all(ls, store, built, benches, kind, workspace, run_id, say, progress)
+        say(f"answers: {gen['answered']} questions answered, {gen['started']} of {len(built)} models had work")
+        jud = judge_all(ls, store, built, benches, workspace, run_id, say, progress)
+        c = jud["counts"]
+        say(f"judgments: {c['judged']} new ({c['missing']} unreadable, stored as missing)")
+    except BaseException:
+        store.end_run(run_id, status="failed")
+        raise
+    config = {"suite_file": str(ls.path), "suite": ls.suite.model_dump(mode="json"), "backend": kind,
+              "workspace": str(workspace), "models": [asdict(b) | {"recipe": None} for b in built],
+              "recipes": {b.name: b.recipe for b in built if b.recipe},
+              "benches": [{"name": b.name, "judge_ids": jud["judges"].get(b.name, []), "lmeval": b.spec.lmeval,
+                           "lmeval_key": _lmeval_key(b.spec) if b.spec.lmeval else None,
+                           "question_ids": [q.question_id for q in b.questions]} for b in benches],
+              "grids": ls.grids, "gen_key": ls.suite.generation.digest(),
+              "counts": {**gen, **jud["counts"]}}
+    record_results(store, run_id, config)
+    store.end_run(run_id, config=config)
+    return run_id
+

@@ -1,0 +1,74 @@
+"""What a report is made of: plain tables and values handed over by the runner.
+
+`reports` imports neither `harness` nor `fusion` (DESIGN.md section 1): the runner computes every
+number (means, intervals, differences, gate outcomes) and passes them here; the report only lays
+them out. Every DataFrame's columns are listed below; an empty DataFrame means "nothing of this
+kind in this run" and its section is left out (said so in one line).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+SCORE_COLUMNS = ["bench", "judge", "model", "category", "mean", "low", "high", "se", "questions", "rows", "missing"]
+DIFF_COLUMNS = ["bench", "judge", "model", "baseline", "category", "diff", "low", "high", "se", "mde", "questions",
+                "rows", "missing"]
+SEED_COLUMNS = ["group", "seed", "model", "bench", "judge", "baseline", "diff", "low", "high"]
+HISTORY_COLUMNS = ["run_id", "started", "model", "bench", "judge", "mean", "low", "high"]
+METRIC_COLUMNS = ["model", "task", "metric", "value", "stderr"]
+ALL = "all"  # the category value of a row that pools every category
+
+
+@dataclass
+class Gate:
+    """One gate decision: candidate − baseline against ±margin, on the interval at `level`."""
+
+    candidate: str
+    baseline: str
+    bench: str
+    judge: str
+    outcome: str          # improved | equivalent | regressed | inconclusive
+    diff: float
+    low: float
+    high: float
+    margin: float
+    level: float          # e.g. 0.90
+    sentence: str         # the one-sentence outcome, already worded (harness.wording.gate_sentence)
+
+
+@dataclass
+class Example:
+    """One question with every model's answer, for the side-by-side section (raw model text: escape it)."""
+
+    bench: str
+    question_id: Any
+    category: str
+    turns: list[str]
+    answers: dict[str, list[str]]                                  # model -> answer per turn
+    scores: dict[str, list[float | None]] = field(default_factory=dict)  # model -> score per turn, if judged
+
+
+@dataclass
+class ReportData:
+    """Everything one run's report shows. All intervals are at `level` (0.95) unless a row says otherwise."""
+
+    title: str
+    run: dict[str, Any]                     # id, suite, started/ended (epoch s), git_sha, backend, workspace, ...
+    scores: pd.DataFrame                    # SCORE_COLUMNS: per bench x judge x model x category (+ "all")
+    diffs: pd.DataFrame                     # DIFF_COLUMNS: candidate − baseline, paired on shared questions
+    gates: list[Gate] = field(default_factory=list)
+    seeds: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SEED_COLUMNS))
+    # ablation grids: grid name -> DataFrame with one column per axis plus model, bench, judge, baseline,
+    # diff, low, high (overall category only)
+    ablations: dict[str, pd.DataFrame] = field(default_factory=dict)
+    history: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=HISTORY_COLUMNS))
+    # merge diagnostics: model -> {"inputs": [input names], "weights": {tensor name: [weight per input]}}
+    merge_weights: dict[str, dict[str, Any]] = field(default_factory=dict)
+    metrics: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=METRIC_COLUMNS))  # lm-eval
+    examples: list[Example] = field(default_factory=list)
+    judge_notes: dict[str, str] = field(default_factory=dict)   # judge id -> caveat shown with its scores
+    models: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> {role, path, recipe, backend}
+    level: float = 0.95
