@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from fusion.errors import FusevalError
 
@@ -38,3 +38,16 @@ def validation_message(path: str, err: ValidationError) -> str:
     if e["type"] == "missing":
         return f"{path}: missing required key '{loc}'"
     return f"{path}: {loc}: {e['msg']}"
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validate_config(model: type[M], data: Any, source: str) -> M:
+    """A config mapping validated by a pydantic model; a non-mapping or a bad key is one line naming `source`."""
+    if not isinstance(data, dict):
+        raise FusevalError(f"{source}: expected a mapping at the top level")
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise FusevalError(validation_message(source, e)) from None

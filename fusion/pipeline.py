@@ -25,13 +25,13 @@ from typing import Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from fusion import align
 from fusion.chat import encode_chat, load_tokenizer
 from fusion.distill import (FUSION_FUNCTIONS, Candidate, TeacherRecord, TeacherStore, extract_teachers, record_key,
                             topk_probs)
-from fusion.configfile import read_yaml, validation_message
+from fusion.configfile import read_yaml, validate_config
 from fusion.errors import FusevalError
 from fusion.files import atomic_output_dir, atomic_write_text
 from fusion.train import Example, TrainConfig, train
@@ -79,13 +79,7 @@ class FuseConfig(BaseModel):
 def load_fuse_config(path: str | Path) -> FuseConfig:
     """Read and validate a fuse config; relative paths are taken from the config's directory."""
     path = Path(path)
-    data = read_yaml(path)
-    if not isinstance(data, dict):
-        raise FusevalError(f"{path}: expected a mapping at the top level")
-    try:
-        cfg = FuseConfig.model_validate(data)
-    except ValidationError as e:
-        raise FusevalError(validation_message(str(path), e)) from None
+    cfg = validate_config(FuseConfig, read_yaml(path), str(path))
     here = path.resolve().parent
     fix = lambda p: str(p if os.path.isabs(p) else here / p)  # noqa: E731
     return cfg.model_copy(update={"pivot": fix(cfg.pivot), "sources": [fix(s) for s in cfg.sources], "data": fix(cfg.data)})

@@ -36,7 +36,7 @@ def generate_into_store(store: Store, backend: Backend, model_hash: str, bench: 
     for c in range(0, len(todo), chunk_size):
         records, errors, (n_req, n_tok) = answer_chunk(backend, todo[c:c + chunk_size], settings, on_request)
         rows = [AnswerRow(model_hash, qkeys[a.question_id], ch.index, gen_key, ch.turns,
-                          meta={"temperature": a.temperature, "chat_template": a.chat_template,
+                          meta={"backend": backend.kind, "temperature": a.temperature, "chat_template": a.chat_template,
                                 "model_id": a.model_id, "usage": getattr(ch, "usage", None),
                                 "context_full_turns": getattr(ch, "context_full_turns", None)})
                 for a in records for ch in a.choices]

@@ -228,6 +228,8 @@ def run_lmeval(model_path: Path, tasks: list[str], backend: str = "transformers"
             raise FusevalError("lm-eval is not installed: pip install 'fuseval[lmeval]'") from e
         tm = _task_manager(list(tasks), work_dir / "tasks", write_zoo_tasks(work_dir))
         log.info("lm-eval %s on %s (%s, limit %s, shots %s)", tasks, model_path, model, limit, num_fewshot)
+        # Its API model warns on every run that batched requests need a server that takes them; vLLM's does.
+        logging.getLogger("lm_eval.models.api_models").setLevel(logging.ERROR)
         # lm-eval draws its own tqdm bars (explicitly enabled) on stderr; they go to a log beside its tasks.
         with open(work_dir / "lmeval-stderr.log", "a") as err, contextlib.redirect_stderr(err):
             try:

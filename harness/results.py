@@ -158,6 +158,13 @@ def _examples(store: Store, config: dict, n: int, scores: pd.DataFrame) -> list[
     return out
 
 
+def _served_by(store: Store, config: dict, model_hash: str) -> str:
+    """The backends that wrote this model's answers for the run (answers are reused across runs and backends)."""
+    kinds = {a["meta"].get("backend") or "unrecorded" for b in config["benches"] if not b.get("lmeval")
+             for a in store.answers(model_hash, b["name"], config["gen_key"])}
+    return ", ".join(sorted(kinds))
+
+
 def recipe_summary(kind: str, recipe: str | None) -> str:
     """What a model was built from, in a few words (the whole recipe stays in fuseval_recipe.yml beside it)."""
     import yaml
@@ -239,7 +246,8 @@ def report_data(store: Store, run_id: str, n_boot: int = 10_000) -> ReportData:
         examples=_examples(store, config, suite.get("examples", 3), df), judge_notes=notes,
         models={m["name"]: {"role": m["role"], "path": m["path"], "kind": m["kind"], "seed": m["seed"],
                             "group": m["group"], "recipe": (config.get("recipes") or {}).get(m["name"]),
-                            "built": recipe_summary(m["kind"], (config.get("recipes") or {}).get(m["name"]))}
+                            "built": recipe_summary(m["kind"], (config.get("recipes") or {}).get(m["name"])),
+                            "served": _served_by(store, config, m["hash"])}
                 for m in config["models"]})
 
 

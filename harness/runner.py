@@ -148,11 +148,12 @@ def _fuse(store: Store, m: ModelSpec, where: str, ls: LoadedSuite, workspace: Pa
         raise FusevalError(f"{where}: fuse data {cfg.data}: no such file")
     if m.output == "pivot":
         return [(None, Path(cfg.pivot), None)]
-    # Seeds are left out of the key: each seed's outputs live in their own seed-N folder, so adding a seed
-    # trains only that seed.
-    training = cfg.model_dump(mode="json", exclude={"merge", "seeds"})
+    # The key is what the training sees: settings, the models' and data's contents, the sources' names (they
+    # name the targets), not where the files are. Seeds are left out: each seed's outputs live in their own
+    # seed-N folder, so adding a seed trains only that seed.
+    training = cfg.model_dump(mode="json", exclude={"merge", "seeds", "pivot", "sources", "data"})
     key = digest("fuse", training, [store.model_hash(p) for p in [cfg.pivot, *cfg.sources]],
-                 store.file_sha(Path(cfg.data)))[:12]
+                 [Path(p).name for p in cfg.sources], store.file_sha(Path(cfg.data)))[:12]
     out = workspace / "fused" / key
     outputs = [f"target-{Path(s).name}" for s in cfg.sources] + ["merged"] + (["control"] if cfg.control else [])
     missing = [seed for seed in cfg.seeds if not all((out / f"seed-{seed}" / o / "config.json").exists()
@@ -172,7 +173,7 @@ def _fuse(store: Store, m: ModelSpec, where: str, ls: LoadedSuite, workspace: Pa
                                                   for t in targets],
                                        "parameters": m.fuse_merge.get("parameters", {}), "dtype": "float32",
                                        "seed": seed}, f"{where}.fuse_merge")
-            src = workspace / "models" / f"{m.name}-{digest('stage2', mcfg.model_dump(mode='json'), key)[:12]}"
+            src = workspace / "models" / f"{m.name}-{digest('stage2', m.fuse_merge, seed, key)[:12]}"
             if not (src / "fuseval_recipe.yml").exists():
                 say(f"merge {m.name} seed {seed} ({mcfg.merge_method} of {len(targets)} targets) -> {src}")
                 run_merge(mcfg, src)

@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from fusion.configfile import read_yaml, validation_message
+from fusion.configfile import read_yaml, validate_config, validation_message
 from fusion.errors import FusevalError
 from harness.generate import GenerationSettings
 
@@ -225,13 +225,7 @@ def _abs(p: str, here: Path, where: str = "path") -> str:
 def load_suite(path: str | os.PathLike, data: dict | None = None) -> LoadedSuite:
     """Read, validate and expand a suite; `data` instead of reading the file (its path still names errors)."""
     path = Path(path)
-    data = read_yaml(path) if data is None else data
-    if not isinstance(data, dict):
-        raise FusevalError(f"{path}: expected a mapping at the top level")
-    try:
-        suite = Suite.model_validate(data)
-    except ValidationError as e:
-        raise FusevalError(validation_message(str(path), e)) from None
+    suite = validate_config(Suite, read_yaml(path) if data is None else data, str(path))
     here = path.resolve().parent
     candidates = list(suite.candidates)
     grids: dict[str, dict[str, dict[str, Any]]] = {}

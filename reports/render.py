@@ -118,8 +118,8 @@ def _run_facts(data: ReportData) -> dict[str, Any]:
              for k in labels if k in data.run]
     facts += [(str(k), _text(v)) for k, v in run.items()]
     names = list(data.models) or list(dict.fromkeys(data.scores.get("model", pd.Series(dtype=object))))
-    models = _table(["model", "role", "seed", "built from", "path"],
-                    [[m] + [_text(data.models.get(m, {}).get(k)) for k in ("role", "seed", "built", "path")]
+    models = _table(["model", "role", "seed", "built from", "answers served by", "path"],
+                    [[m] + [_text(data.models.get(m, {}).get(k)) for k in ("role", "seed", "built", "served", "path")]
                      for m in names])
     return {"facts": facts, "models": models if names else None}
 

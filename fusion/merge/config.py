@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from fusion.configfile import read_yaml, validation_message
+from fusion.configfile import read_yaml, validate_config
 from fusion.errors import FusevalError
 from fusion.merge.params import check_value
 from fusion.merge.registry import get_method
@@ -47,14 +47,9 @@ def load_merge_config(path: str | os.PathLike) -> MergeConfig:
 
 def parse_merge_config(data: Any, source: str = "<config>") -> MergeConfig:
     """Validate a merge config given as a dict (see `load_merge_config`)."""
-    if not isinstance(data, dict):
-        raise FusevalError(f"{source}: expected a mapping at the top level")
-    if "slices" in data:
+    if isinstance(data, dict) and "slices" in data:
         raise FusevalError(f"{source}: 'slices' is not supported yet; list whole models under 'models'")
-    try:
-        cfg = MergeConfig.model_validate(data)
-    except ValidationError as e:
-        raise FusevalError(validation_message(source, e)) from None
+    cfg = validate_config(MergeConfig, data, source)
     try:
         method = get_method(cfg.merge_method)
     except FusevalError as e:

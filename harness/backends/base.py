@@ -88,6 +88,8 @@ def template_hash(template: str | None) -> str | None:
 class Backend(ABC):
     """Serves one model. Use as a context manager: it is always stopped, also on errors and Ctrl-C."""
 
+    #: which kind of backend this is (make_backend's name for it); recorded with every answer
+    kind: str = "backend"
     #: the name answers are filed under (FastChat's model_id)
     model_id: str
     #: sha256 (16 hex) of the chat template that renders the prompts, where we apply it ourselves

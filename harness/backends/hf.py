@@ -87,6 +87,8 @@ class _RowSampler:
 class TransformersBackend(Backend):
     """A Hugging Face causal LM generating in this process."""
 
+    kind = "transformers"
+
     def __init__(self, model: str | Path, options: TransformersOptions | None = None, model_id: str | None = None):
         self.path = Path(model)
         self.options = options or TransformersOptions()

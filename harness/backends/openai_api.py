@@ -52,6 +52,8 @@ class _Failure(Exception):
 class OpenAIBackend(Backend):
     """Chat completions against an OpenAI-compatible server."""
 
+    kind = "openai"
+
     def __init__(self, options: OpenAIOptions, model_id: str | None = None,
                  is_alive: Callable[[], bool] | None = None):
         self.options = options

@@ -229,6 +229,8 @@ def served_context(base_url: str) -> int | None:
 class VLLMBackend(Backend):
     """A model served by a vLLM server that this backend starts and stops."""
 
+    kind = "vllm"
+
     supports_json_schema = True  # vLLM's structured outputs (xgrammar) take OpenAI's response_format
 
     def __init__(self, model: str | Path, options: VLLMOptions | None = None, log_dir: str | Path = "runs/logs",

@@ -63,6 +63,7 @@ def test_suite_runs_reports_gates_and_resumes(world, judge_dir, tmp_path):
     assert "significan" not in (html + md + r.stdout).lower()
     assert "pipeline check" in html
     assert "ties merge of 2 models (density 0.5)" in html and "gold labels only" in html  # what each was built from
+    assert "<td>transformers</td>" in html  # and which backend served its answers
     assert html.count('<table class="examples">') >= 2  # side-by-side answers, one per category
     if shutil.which("chromium"):  # looked at as a person would; the screenshot stays with the run
         base = ["chromium", "--headless", "--disable-gpu", "--no-sandbox", f"--user-data-dir={tmp_path / 'chrome'}"]
