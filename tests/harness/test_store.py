@@ -98,7 +98,9 @@ def test_parquet_export_round_trips(tmp_path):
     store.add_answers([AnswerRow(m, qk[2], 0, "g", ["Leaves fall"])])
     paths = store.to_parquet(tmp_path / "pq")
     answers = pd.read_parquet(tmp_path / "pq" / "answers.parquet")
-    assert len(paths) == 7 and json.loads(answers.loc[0, "turns"]) == ["Leaves fall"]
+    assert {p.stem for p in paths} == {"models", "questions", "bench_questions", "answers", "judgments", "runs",
+                                       "metrics", "results"}
+    assert json.loads(answers.loc[0, "turns"]) == ["Leaves fall"]
 
 
 def test_bad_store_files_are_clear_errors(tmp_path):
