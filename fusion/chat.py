@@ -127,16 +127,23 @@ def load_tokenizer(path: str | Path):
     does not tokenize a probe text as tokenizer.json does, load tokenizer.json as it is instead.
     """
     from tokenizers import Tokenizer
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
     path = Path(path)
+    raw_file = path / "tokenizer.json"
+    raw = None
+    if raw_file.exists():  # parsed first: transformers' own errors on a broken file are tracebacks
+        try:
+            raw = Tokenizer.from_file(str(raw_file))
+        except Exception as e:  # tokenizers raises a bare Exception for any file it cannot read
+            reason = str(e).partition("\n")[0]
+            raise FusevalError(f"{raw_file}: not a valid tokenizer file ({reason})") from None
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
     try:
         tok = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as e:
         raise FusevalError(f"{path}: cannot load tokenizer ({e})") from None
-    raw_file = path / "tokenizer.json"
-    if raw_file.exists():
-        raw = Tokenizer.from_file(str(raw_file))
+    if raw is not None:
         probe = "Hello world, 12 + 30 = 42.\nNaïve café: ünïcödé"
         if raw.encode(probe, add_special_tokens=False).ids != tok(probe, add_special_tokens=False)["input_ids"]:
             log.warning("%s: AutoTokenizer (%s) tokenizes differently from tokenizer.json; using tokenizer.json",

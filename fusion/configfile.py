@@ -16,9 +16,11 @@ def read_yaml(path: str | os.PathLike) -> Any:
     """The parsed YAML of a file; a missing file or malformed YAML is a FusevalError naming it."""
     path = Path(path)
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FusevalError(f"{path}: config file not found") from None
+    except UnicodeDecodeError as e:
+        raise FusevalError(f"{path}: not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset {e.start})") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

@@ -95,25 +95,36 @@ def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:
             if len(raw_len) < 8:
                 raise FusevalError(f"{path}: not a safetensors file (shorter than its 8-byte header length)")
             (hlen,) = struct.unpack("<Q", raw_len)
-            if hlen > min(size - 8, 100 * 2**20):
+            if hlen > size - 8:
+                raise FusevalError(f"{path}: truncated safetensors file (its header declares {hlen} bytes, "
+                                   f"{size - 8} follow)")
+            if hlen > 100 * 2**20:
                 raise FusevalError(f"{path}: corrupt safetensors header (declared length {hlen} bytes)")
             header = json.loads(f.read(hlen))
     except FileNotFoundError:
         raise FusevalError(f"{path}: file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise FusevalError(f"{path}: corrupt safetensors header ({e.__class__.__name__})") from None
+    except json.JSONDecodeError as e:
+        raise FusevalError(f"{path}: corrupt safetensors header (invalid JSON: {e.msg} at byte {e.pos})") from None
+    except UnicodeDecodeError:
+        raise FusevalError(f"{path}: corrupt safetensors header (not UTF-8)") from None
+    if not isinstance(header, dict):
+        raise FusevalError(f"{path}: corrupt safetensors header (the header is not a JSON object)")
     out: dict[str, TensorInfo] = {}
     data_len = size - 8 - hlen
     for name, meta in header.items():
         if name == "__metadata__":
             continue
         try:
-            dtype = SAFETENSORS_DTYPES[meta["dtype"]]
+            code = meta["dtype"]
             shape = tuple(int(d) for d in meta["shape"])
             begin, end = (int(x) for x in meta["data_offsets"])
         except (KeyError, TypeError, ValueError):
-            raise FusevalError(f"{path}: tensor {name!r} has a malformed or unsupported header entry") from None
-        if end > data_len or end - begin != _numel(shape) * dtype.itemsize:
+            raise FusevalError(f"{path}: tensor {name!r} has a malformed header entry") from None
+        if code not in SAFETENSORS_DTYPES:
+            raise FusevalError(f"{path}: tensor {name!r} has unsupported dtype {code!r} "
+                               f"(supported: {', '.join(SAFETENSORS_DTYPES)})")
+        dtype = SAFETENSORS_DTYPES[code]
+        if not 0 <= begin <= end <= data_len or end - begin != _numel(shape) * dtype.itemsize:
             raise FusevalError(f"{path}: tensor {name!r} lies outside the file (truncated download?)")
         out[name] = TensorInfo(name, shape, dtype, path, 8 + hlen + begin)
     return out

@@ -188,7 +188,6 @@ def run_fuse(cfg: FuseConfig, out_dir: str | Path, progress: bool = False) -> di
     from fusion.zoo import encode_conversations, load_conversations
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     pivot = Path(cfg.pivot)
     for d in [pivot, *map(Path, cfg.sources)]:
         if not (d / "config.json").exists():
@@ -200,6 +199,7 @@ def run_fuse(cfg: FuseConfig, out_dir: str | Path, progress: bool = False) -> di
     names = [Path(s).name for s in cfg.sources]
     if len(set(names)) != len(names) or "pivot" in names:
         raise FusevalError("source directories need distinct names other than 'pivot'")
+    out.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to be usable
     p_store = extract_teachers(pivot, convs, out / "teachers" / "pivot", **kw)
     s_stores = [extract_teachers(Path(s), convs, out / "teachers" / n, **kw) for s, n in zip(cfg.sources, names)]
     report: dict = {"config": cfg.model_dump(), "stage1": {}, "runs": {}}

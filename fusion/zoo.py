@@ -373,16 +373,28 @@ def conversations_to_jsonl(convs, path: Path) -> None:
 def load_conversations(path: Path) -> list:
     from fusion.domains import Conversation
 
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise FusevalError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise FusevalError(f"{path}: cannot read conversations ({e.__class__.__name__})") from None
     out = []
-    for n, line in enumerate(Path(path).read_text().splitlines(), 1):
+    for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         try:
             d = json.loads(line)
-            out.append(Conversation(d.get("domain", ""), str(d.get("qid", n)), d["messages"], d.get("answers", []),
-                                    bool(d.get("noisy", False))))
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise FusevalError(f"{path}:{n}: not a conversation record ({e})") from None
+        except json.JSONDecodeError as e:
+            raise FusevalError(f"{path}:{n}: not a conversation record (invalid JSON: {e.msg})") from None
+        msgs = d.get("messages") if isinstance(d, dict) else None
+        if not (isinstance(msgs, list) and msgs and all(
+                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
+                for m in msgs)):
+            raise FusevalError(f"{path}:{n}: not a conversation record ('messages' must be a non-empty list of "
+                               "{role, content} objects)")
+        out.append(Conversation(d.get("domain", ""), str(d.get("qid", n)), msgs, d.get("answers", []),
+                                bool(d.get("noisy", False))))
     return out
 
 

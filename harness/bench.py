@@ -14,9 +14,9 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from fusion.errors import FusevalError
 from fusion.files import atomic_write_text
@@ -26,12 +26,22 @@ BENCHMARKS_DIR = Path(os.environ.get("FUSEVAL_BENCHMARKS", Path(__file__).resolv
 BUILTIN = ("general", "zoo")
 
 
+def _scalar_id(v: Any) -> Any:
+    if v is None or isinstance(v, (dict, list)):
+        raise ValueError(f"must be an integer or a string, not {'null' if v is None else type(v).__name__}")
+    return v
+
+
+# One message for an id of the wrong kind, rather than one per alternative ("question_id.int", "question_id.str").
+QuestionId = Annotated[int | str, BeforeValidator(_scalar_id)]
+
+
 class Question(BaseModel):
     """One multi-turn question; later turns build on the model's earlier answers."""
 
     model_config = ConfigDict(extra="allow")
 
-    question_id: int | str = Field(description="Unique id within the set (FastChat uses integers).")
+    question_id: QuestionId = Field(description="Unique id within the set (FastChat uses integers).")
     category: str = Field(min_length=1, description="Category; picks the default temperature and the judge prompt.")
     turns: list[str] = Field(min_length=1, description="The user messages, in order.")
     reference: list[str] | None = Field(None, description="Reference answers, one per turn, where the category has them.")
@@ -72,7 +82,7 @@ class Answer(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    question_id: int | str
+    question_id: QuestionId
     answer_id: str
     model_id: str
     choices: list[Choice] = Field(min_length=1)

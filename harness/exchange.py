@@ -18,6 +18,7 @@ from pathlib import Path
 
 from harness.bench import Answer, Choice, Question, write_answers, write_questions
 from harness.judges.fastchat import (
+    FastChatData,
     PairJudgment,
     SingleJudgment,
     load_fastchat_dir,
@@ -44,9 +45,10 @@ def fastchat_model_hash(name: str) -> str:
     return digest("fastchat-model", name)
 
 
-def import_fastchat(store: Store, path: str | Path, run_id: str | None = None) -> ImportReport:
-    """Load every bench of a FastChat data directory into the store; returns what was new."""
-    data = load_fastchat_dir(path)
+def import_fastchat(store: Store, source: str | Path | FastChatData, run_id: str | None = None) -> ImportReport:
+    """Load every bench of a FastChat data directory (or its `load_fastchat_dir` result) into the store; returns
+    what was new."""
+    data = source if isinstance(source, FastChatData) else load_fastchat_dir(source)
     rep = ImportReport()
     for bench in data.benches.values():
         rep.benches.append(bench.name)

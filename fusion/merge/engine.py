@@ -111,6 +111,12 @@ def _check_compatible(ref: _Input, others: list[_Input]) -> None:
                 raise FusevalError(f"{o.reader.path}: tensor {n!r} is missing (present in {ref.reader.path})")
             if o.reader.info(n).shape != ref.reader.info(n).shape:
                 raise FusevalError(f"{o.reader.path}: tensor {n!r} has shape {o.reader.info(n).shape}, {ref.reader.path} has {ref.reader.info(n).shape}")
+            # Float dtypes may differ (all are computed in one dtype); a float against an integer tensor may not:
+            # the integer one would be silently converted, or copied unmerged when it is the reference's.
+            mine, theirs = o.reader.info(n).dtype, ref.reader.info(n).dtype
+            if mine.is_floating_point != theirs.is_floating_point:
+                raise FusevalError(f"{o.reader.path}: tensor {n!r} has dtype {dtype_name(mine)}, {ref.reader.path} has "
+                                   f"{dtype_name(theirs)}")
         extra = names - set(ref_names)
         if extra:
             raise FusevalError(f"{o.reader.path}: tensor {sorted(extra)[0]!r} is not in {ref.reader.path}")
@@ -147,9 +153,13 @@ def _tensor_seed(seed: int, name: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "little") & (2**63 - 1)
 
 
-def _check_finite(t: torch.Tensor, what: str) -> None:
+def _all_finite(t: torch.Tensor) -> bool:
     # A NaN or Inf anywhere makes the sum non-finite; only then (or on overflow) look element-wise.
-    if t.is_floating_point() and not bool(torch.isfinite(t.sum())) and not bool(torch.isfinite(t).all()):
+    return not t.is_floating_point() or bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
+
+
+def _check_finite(t: torch.Tensor, what: str) -> None:
+    if not _all_finite(t):
         raise FusevalError(f"{what} contains NaN or Inf")
 
 
@@ -212,6 +222,15 @@ def run_merge(cfg: MergeConfig, out_dir: str | Path, *, config_path: str | Path 
         _check_finite(t, f"{inp.reader.path}: tensor {name!r}")
         return t.to(device)
 
+    def write(p: _TensorPlan, out: torch.Tensor) -> None:
+        # The result is finite in the compute dtype; a narrower written dtype can still overflow to Inf.
+        t = out.to(p.out_dtype)
+        if t.dtype != out.dtype and not _all_finite(t):
+            raise FusevalError(f"{source}: merge result for tensor {p.name!r} exceeds the range of "
+                               f"{dtype_name(p.out_dtype)} (largest {torch.finfo(p.out_dtype).max:g}); "
+                               "write a wider dtype (--dtype / out_dtype)")
+        writer.write(p.name, t)
+
     def load_inputs(p: _TensorPlan):
         if not p.merge:
             return None, None
@@ -236,12 +255,12 @@ def run_merge(cfg: MergeConfig, out_dir: str | Path, *, config_path: str | Path 
                 ctx = TensorContext(p.name, np.random.Generator(np.random.PCG64(_tensor_seed(cfg.seed, p.name))))
                 out = method.fn(b, models, list(p.model_params), p.params, ctx)
                 del b, models
-                _check_finite(out, f"merge result ({method.name}) for tensor {p.name!r}")
+                _check_finite(out, f"{source}: merge result ({method.name}) for tensor {p.name!r}")
                 if ctx.notes:
                     diagnostics[p.name] = ctx.notes
             if written is not None:
                 written.result()
-            written = write_pool.submit(writer.write, p.name, out)
+            written = write_pool.submit(write, p, out)
             del out
             if progress:
                 progress(p.name, i + 1, len(plan))

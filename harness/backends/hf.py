@@ -98,8 +98,6 @@ class TransformersBackend(Backend):
     def start(self) -> None:
         if self.model is not None:
             return
-        from transformers import AutoModelForCausalLM  # noqa: PLC0415
-
         if not self.path.is_dir():
             raise FusevalError(f"{self.path}: not a model directory")
         o = self.options
@@ -109,6 +107,8 @@ class TransformersBackend(Backend):
         dtype = o.dtype if o.dtype != "auto" else ("auto" if device.type == "cuda" else "float32")
         self.tok = load_chat_tokenizer(self.path, o.chat_template)
         self.chat_template_hash = template_hash(self.tok.chat_template)
+        from transformers import AutoModelForCausalLM  # noqa: PLC0415  (after the tokenizer: its errors come fast)
+
         try:
             self.model = AutoModelForCausalLM.from_pretrained(self.path, dtype=dtype, use_safetensors=True,
                                                               trust_remote_code=False).to(device).eval()

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from fusion.errors import FusevalError
 from fusion.files import atomic_write_text
-from harness.bench import Answer, Question, load_answers, load_questions, read_jsonl
+from harness.bench import Answer, Question, QuestionId, load_answers, load_questions, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ class SingleJudgment(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    question_id: int | str = Field(description="The question graded.")
+    question_id: QuestionId = Field(description="The question graded.")
     model: str = Field(description="The model whose answer was graded (its answer file's name).")
     judge: tuple[str, str] = Field(description="[judge model, judge prompt name], e.g. ['gpt-4', 'single-v1'].")
     user_prompt: str = Field(description="The prompt the judge was sent.")
@@ -70,7 +70,7 @@ class PairJudgment(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    question_id: int | str = Field(description="The question compared.")
+    question_id: QuestionId = Field(description="The question compared.")
     model_1: str = Field(description="The first model (Assistant A in game 1).")
     model_2: str = Field(description="The second model (Assistant A in game 2).")
     g1_winner: Winner = Field(description="Game 1's winner: model_1, model_2, tie, or error (unparsed).")
