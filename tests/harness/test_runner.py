@@ -28,7 +28,8 @@ def reduced_suite(world, judge_dir) -> dict:
                   "candidate": {"fuse": fuse, "fuse_overrides": FAST_FUSE,
                                 "fuse_merge": {"method": "{method}", "parameters": {"density": 0.5}}}}],
         "seeds": [0, 1],
-        "benchmarks": [{"questions": "zoo", "limit": 10}, {"questions": "general", "limit": 2, "judge": "llm"}],
+        "benchmarks": [{"questions": "zoo", "limit": 10}, {"questions": "general", "limit": 2, "judge": "llm"},
+                       {"lmeval": ["fuseval_zoo"], "limit": 2}],
         "backend": {"kind": "transformers"},
         "judge": {"model": str(judge_dir), "backend": "transformers", "max_new_tokens": 8,
                   "note": "pipeline check: a tiny judge"},
@@ -76,11 +77,12 @@ def test_suite_runs_reports_gates_and_resumes(world, judge_dir, tmp_path):
                              text=True).stdout
         assert dom.count('<img src="data:image/png;base64,') >= 4 and "<script" not in dom.lower()
 
-    answers, judgments = _count(db, "answers"), _count(db, "judgments")
-    assert answers == 9 * 12  # 9 models x (10 zoo + 2 general questions)
+    assert re.search(r"\| fused-varm@s0 \| fuseval\\_zoo \| acc \| \d\.\d\d ± \d\.\d\d \|", md)  # lm-eval
+    answers, judgments, metrics = _count(db, "answers"), _count(db, "judgments"), _count(db, "metrics")
+    assert answers == 9 * 12 and metrics > 9  # 9 models x (10 zoo + 2 general questions); lm-eval per model
     r = fuseval("run", suite, "--workspace", ws, "--store", db)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert (_count(db, "answers"), _count(db, "judgments")) == (answers, judgments)  # nothing redone
+    assert (_count(db, "answers"), _count(db, "judgments"), _count(db, "metrics")) == (answers, judgments, metrics)
     assert "0 of 9 models had work" in r.stderr and "judgments: 0 new" in r.stderr
 
     # model text is untrusted: an answer that carries markup shows as text in the report
