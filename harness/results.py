@@ -91,26 +91,34 @@ def gate_run(store: Store, run: dict, baseline: str, margin: float, level: float
         raise FusevalError(f"margin must be zero or positive, got {margin}")
     config = run["config"]
     names = [m["name"] for m in config["models"]]
-    if baseline not in names:
+    # a baseline trained with seeds (the control) is named by its group and met by each seed's own model
+    bases = [m for m in config["models"] if m["name"] == baseline or (m["group"] == baseline and m["seed"] is not None)]
+    if not bases:
         raise FusevalError(f"baseline {baseline!r} is not in run {run['id']} (models: {', '.join(names)})")
     bench, judge = _gate_target(config, bench, judge)
     df = run_scores(store, config)
     df = df[(df["bench"] == bench) & (df["judge"] == judge)]
     gates = []
     for m in config["models"]:
-        if m["name"] == baseline or m["role"] == "baseline":
+        if m["role"] == "baseline" or m in bases:
             continue
-        both = paired_rows(df, judge, m["name"], baseline).dropna(subset=["score", "score_base"])
-        if both.empty:
-            raise FusevalError(f"{m['name']} and {baseline} share no judged questions on {bench}")
-        q = both["question_id"].map(repr).to_numpy()
-        outcome, e = stats.gate_difference(both["score"].to_numpy(float), both["score_base"].to_numpy(float), q,
-                                           margin, level=level, n_boot=n_boot)
-        sentence = gate_sentence(outcome, e, margin, baseline, m["name"],
-                                 questions_needed=stats.questions_to_decide(e, margin))
-        gates.append(Gate(m["name"], baseline, bench, judge, outcome.value, e.mean, e.low, e.high, margin, level,
-                          sentence))
+        for base in (b["name"] for b in bases if same_seed(m["seed"], b["seed"])):
+            both = paired_rows(df, judge, m["name"], base).dropna(subset=["score", "score_base"])
+            if both.empty:
+                raise FusevalError(f"{m['name']} and {base} share no judged questions on {bench}")
+            q = both["question_id"].map(repr).to_numpy()
+            outcome, e = stats.gate_difference(both["score"].to_numpy(float), both["score_base"].to_numpy(float), q,
+                                               margin, level=level, n_boot=n_boot)
+            sentence = gate_sentence(outcome, e, margin, base, m["name"],
+                                     questions_needed=stats.questions_to_decide(e, margin))
+            gates.append(Gate(m["name"], base, bench, judge, outcome.value, e.mean, e.low, e.high, margin, level,
+                              sentence))
     return gates
+
+
+def same_seed(a: int | None, b: int | None) -> bool:
+    """Whether two models may be compared: a model without a training seed meets every seed, else seeds match."""
+    return a is None or b is None or a == b
 
 
 def _merge_weights(models: list[dict]) -> dict:
@@ -202,9 +210,9 @@ def report_data(store: Store, run_id: str, n_boot: int = 10_000) -> ReportData:
         roles = {m["name"]: m["role"] for m in config["models"]}
         seed = {m["name"]: m["seed"] for m in config["models"]}
         # a trained baseline (the control) is compared with the candidate of the same training seed only
-        same_seed = np.array([seed.get(b) is None or seed.get(m) is None or seed[b] == seed[m]
-                             for m, b in zip(diffs["model"], diffs["baseline"])], dtype=bool)
-        diffs = diffs[(diffs["model"].map(roles) != "baseline") & same_seed].reset_index(drop=True)
+        paired = np.array([same_seed(seed.get(m), seed.get(b)) for m, b in zip(diffs["model"], diffs["baseline"])],
+                          dtype=bool)
+        diffs = diffs[(diffs["model"].map(roles) != "baseline") & paired].reset_index(drop=True)
     gates = []
     if suite.get("gate"):
         g = suite["gate"]

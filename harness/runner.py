@@ -254,14 +254,6 @@ def _options(spec, backend: str) -> dict:
     return opts
 
 
-def _needs_answers(store: Store, b: Built, benches: list[Bench], settings: GenerationSettings) -> bool:
-    from harness.store import question_key
-
-    done = store.answered(b.hash, settings.digest())
-    return any((question_key(q.category, q.turns), s) not in done
-               for bench in benches for q in bench.questions for s in range(settings.samples))
-
-
 class Progress:
     """What the runner reports its progress to: one phase at a time, advanced by requests. This one is silent."""
 
@@ -295,7 +287,7 @@ def generate_all(ls: LoadedSuite, store: Store, built: list[Built], benches: lis
         for bench in qbenches:
             store.add_questions(bench.name, bench.questions)
         lm_todo = [lb for lb in lbenches if not _lmeval_done(store, b, lb)]
-        if not _needs_answers(store, b, qbenches, settings) and not lm_todo:
+        if not any(_pending_requests(store, b, bench, settings) for bench in qbenches) and not lm_todo:
             continue
         counts["started"] += 1
         say(f"serve {b.name} ({backend})")

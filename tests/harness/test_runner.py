@@ -101,6 +101,8 @@ def test_suite_runs_reports_gates_and_resumes(world, judge_dir, tmp_path):
     # the gate: candidates against the pivot; a negative margin or a stranger baseline cannot be evaluated
     r = fuseval("gate", suite, "--baseline", "pivot", "--margin", "0.05", "--store", db)
     assert r.returncode in (0, 1) and "margin" in r.stdout
+    r = fuseval("gate", suite, "--baseline", "control", "--margin", "0.05", "--store", db)  # trained with seeds
+    assert r.returncode in (0, 1) and "fused-varm@s1 vs control@s1:" in r.stdout and "@s0 vs control@s1" not in r.stdout
     r = fuseval("gate", suite, "--baseline", "nobody", "--margin", "0.05", "--store", db)
     assert r.returncode == 2 and "nobody" in r.stderr
     r = fuseval("gate", "latest", "--baseline", "pivot", "--margin", "-1", "--store", db)
