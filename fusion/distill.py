@@ -29,6 +29,7 @@ import torch
 
 from fusion.chat import encode_chat, load_tokenizer
 from fusion.errors import FusevalError
+from fusion import faults
 from fusion.files import atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,7 @@ class TeacherStore:
         self.index["truncated"] = sum(sh.get("truncated", 0) for sh in self.index["shards"])
         self._write_index()
         self._reindex()
+        faults.point("teachers.shard")
 
     def get(self, qid: str) -> TeacherRecord:
         from safetensors.numpy import load_file

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 from fusion.errors import FusevalError
+from fusion import faults
 from fusion.files import atomic_write_text
 
 SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
@@ -315,9 +316,13 @@ class ShardedWriter:
             raise FusevalError(f"{name}: produced shape {tuple(tensor.shape)} but planned {shape}")
         t = tensor.detach().to(device="cpu", dtype=dtype).contiguous().reshape(-1)
         data = t.view(torch.uint8).numpy() if t.numel() else b""
-        with open(path, "r+b") as f:
-            f.seek(pos)
-            f.write(data)
+        try:
+            with open(path, "r+b") as f:
+                f.seek(pos)
+                f.write(data)
+            faults.point("merge.tensor")
+        except OSError as e:
+            raise FusevalError(f"{path}: cannot write tensor {name!r}: {e.strerror}") from None
         self._pending.discard(name)
 
     def finish(self) -> list[Path]:

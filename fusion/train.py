@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
+from fusion import faults
 from fusion.errors import FusevalError
 from fusion.files import atomic_output_dir, atomic_write_text
 
@@ -263,6 +264,7 @@ def train(model, examples: list[Example], cfg: TrainConfig, out_dir: str | Path 
         if out is not None and (done == cfg.steps or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0)):
             if accel is None or accel.is_main_process:
                 _save_checkpoint(out, done, accel.unwrap_model(model) if accel else model, opt, cfg, tokenizer)
+        faults.point("train.step")
     if bar:
         bar[0].stop()
     model.eval()

@@ -10,15 +10,18 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.text import Text
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fusion.errors import FusevalError
 
 app = typer.Typer(help="Fuse and merge chat LLMs, and measure with honest error bars whether the result got better.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
-console = Console(stderr=True, soft_wrap=True)  # no hard wraps: lines stay greppable in CI logs
+# No hard wraps: lines stay greppable in CI logs. No markup: paths, model names and messages print as they are
+# (`fuseval[lmeval]` is not a style); `error()` colours its label with a Text.
+console = Console(stderr=True, soft_wrap=True, markup=False)
 # result tables go to stdout, progress and status to stderr; piped tables keep whole cells on one line
-results = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
+results = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200, markup=False)
 _state = {"debug": False}
 
 _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]?)(I?B)?\s*$", re.IGNORECASE)
@@ -226,6 +229,11 @@ def demo(
     run_demo(workspace, console, backend=backend, seeds=seeds)
 
 
+def error(message: str) -> None:
+    """One line on stderr: `error: MESSAGE`, the label in red where the terminal shows colour."""
+    console.print(Text.assemble(("error:", "red"), " ", message), highlight=False, soft_wrap=True)
+
+
 def _progress() -> Progress:
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                     console=console, transient=True)
@@ -254,11 +262,17 @@ def main() -> None:
     except FusevalError as e:
         if _state["debug"]:
             raise
-        console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        error(str(e))
         sys.exit(1)
     except KeyboardInterrupt:
         console.print("interrupted")
         sys.exit(130)
+    except OSError as e:  # a full disk, a permission, a vanished file: what the system said, and where
+        if _state["debug"]:
+            raise
+        where = f"{e.filename}: " if e.filename else ""
+        error(f"{where}{e.strerror or e}")
+        sys.exit(1)
     except SystemExit:
         raise
     except Exception as e:  # click usage errors and the like (typer >= 0.20 ships its own copy of click)

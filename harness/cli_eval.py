@@ -79,7 +79,7 @@ def eval_(
     from harness.generate import GenerationSettings, count_requests
     from harness.judges.llm import LLMJudge
     from harness.judges.programmatic import ProgrammaticJudge
-    from harness.store import Store
+    from harness.store import Store, exclusive
     from harness.summary import print_scores
 
     qpath = resolve_bench(bench)
@@ -94,7 +94,7 @@ def eval_(
     opts = backend_options(kind, option, base_url=base_url, api_key_env=api_key_env)
     settings = GenerationSettings(max_new_tokens=max_new_tokens, samples=samples, temperature=temperature, seed=seed)
     quiet_libraries()
-    with Store(store_path) as store:
+    with exclusive(store_path, "eval"), Store(store_path) as store:
         run_id = store.start_run(suite=f"eval {model} on {bench_name}")
         name, model_hash = _register_model(store, kind, model, name, base_url)
         b = make_backend(kind, model, opts, model_id=name, log_dir=log_dir, where="--option/backend options")
@@ -186,7 +186,7 @@ def pairwise(
     from harness.bench import load_questions, resolve_bench, take_spread
     from harness.evaluate import judge_pairs_into_store
     from harness.judges.llm import LLMJudge
-    from harness.store import Store
+    from harness.store import Store, exclusive
     from harness.summary import print_wins
 
     if len(set(models)) < 2:
@@ -197,7 +197,7 @@ def pairwise(
     kind = judge_backend or default_backend()
     opts = backend_options(kind, judge_option, base_url=judge_base_url, api_key_env=judge_api_key_env, flag="--judge-")
     quiet_libraries()
-    with Store(store_path) as store:
+    with exclusive(store_path, "pairwise"), Store(store_path) as store:
         hashes = {m: store.model_by_name(m) for m in models}
         run_id = store.start_run(suite=f"pairwise {' '.join(models)} on {bench_name}")
         jb, ident = _judge_backend(store, kind, judge_model, opts, log_dir, judge_name)

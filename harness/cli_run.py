@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from fusion.errors import FusevalError
-from harness.cli import _progress, app, console, quiet_libraries, results
+from harness.cli import _progress, app, console, error, quiet_libraries, results
 
 STORE = typer.Option(Path("runs/fuseval.db"), "--store", help="The run store (SQLite).")
 
@@ -56,13 +56,20 @@ class _Phases:
 
 
 def run_and_report(suite_path: Path, workspace: Path, store_path: Path, backend: str | None, formats, data=None,
-                   report: bool = True) -> str:
-    from harness.results import report_data
-    from harness.runner import run_suite
-    from harness.store import Store
+                   report: bool = True, wait: bool = False) -> str:
+    from harness.store import exclusive
     from harness.suite import load_suite
 
     ls = load_suite(suite_path, data)
+    with exclusive(store_path, "run", wait=wait, on_wait=console.print):
+        return _run_and_report(ls, workspace, store_path, backend, formats, report)
+
+
+def _run_and_report(ls, workspace: Path, store_path: Path, backend: str | None, formats, report: bool) -> str:
+    from harness.results import report_data
+    from harness.runner import run_suite
+    from harness.store import Store
+
     quiet_libraries()
     with Store(store_path) as store, _progress() as prog:
         run_id = run_suite(ls, workspace, store, backend=backend, say=lambda s: prog.console.print(s),
@@ -85,9 +92,14 @@ def run(
     backend: str = typer.Option(None, "--backend", help="Override the suite's backend: vllm, transformers or openai."),
     format: str = typer.Option("html,md", "--format", help="Report formats."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write the report at the end."),
+    wait: bool = typer.Option(False, "--wait", help="If another command is filling the store, wait for it instead "
+                              "of refusing."),
 ) -> None:
-    """Run a suite: build missing candidates, serve each in turn, answer, judge, compare, report."""
-    run_and_report(suite, workspace, store_path, backend, _formats(format), report=report)
+    """Run a suite: build missing candidates, serve each in turn, answer, judge, compare, report.
+
+    Interrupted (even by kill -9), it resumes where it stopped when run again. One command at a time
+    fills a store: a second `run` on the same store refuses (or, with --wait, waits its turn)."""
+    run_and_report(suite, workspace, store_path, backend, _formats(format), report=report, wait=wait)
 
 
 @app.command("report")
@@ -155,10 +167,10 @@ def gate(
         with Store(store_path) as store:
             gates = gate_run(store, _resolve_run(store, suite_or_run), baseline, margin, level, bench, judge)
     except FusevalError as e:
-        console.print(f"[red]error:[/red] {e} (gate could not evaluate)", highlight=False, soft_wrap=True)
+        error(f"{e} (gate could not evaluate)")
         sys.exit(2)
     if not gates:
-        console.print("[red]error:[/red] no candidates to gate besides the baselines (gate could not evaluate)")
+        error("no candidates to gate besides the baselines (gate could not evaluate)")
         sys.exit(2)
     for g in gates:
         results.print(g.sentence, highlight=False)

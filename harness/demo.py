@@ -21,6 +21,7 @@ import shutil
 from pathlib import Path
 
 from rich.console import Console
+from rich.text import Text
 
 from fusion.files import atomic_output_dir
 
@@ -51,8 +52,8 @@ def run_demo(workspace: Path, console: Console, backend: str | None = None, seed
 
     quiet_libraries()
     workspace = Path(workspace)
-    console.print(f"[bold]fuseval demo[/bold] in {workspace}: the tiny world, fused and merged, "
-                  f"benchmarked with intervals (CPU, no downloads)")
+    console.print(Text.assemble(("fuseval demo", "bold"), f" in {workspace}: the tiny world, fused and merged, "
+                                "benchmarked with intervals (CPU, no downloads)"))
     world = zoo.build_world(workspace / "world")
     judge = tiny_judge(world, workspace / "tiny-judge")
     os.environ["FUSEVAL_WORLD"] = str(world.resolve())

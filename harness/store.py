@@ -24,12 +24,13 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fusion import faults
 from fusion.errors import FusevalError
 
 DEFAULT_PATH = Path("runs/fuseval.db")
@@ -221,10 +222,15 @@ class Store:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
+            faults.point("store.commit")
+            self.db.execute("COMMIT")
+        except BaseException as e:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            if isinstance(e, (OSError, sqlite3.OperationalError)):  # a full disk ("database or disk is full")
+                raise FusevalError(f"{self.path}: cannot write to the store: {getattr(e, 'strerror', None) or e}; "
+                                   "nothing of this batch was kept") from e
             raise
-        self.db.execute("COMMIT")
 
     # -- models ------------------------------------------------------------------------------
 
@@ -489,6 +495,38 @@ def _plain(obj: Any) -> Any:
     if isinstance(obj, list):
         return [_plain(o) for o in obj]
     return obj.model_dump() if hasattr(obj, "model_dump") else obj
+
+
+@contextmanager
+def exclusive(path: str | os.PathLike, command: str, wait: bool = False,
+              on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """Hold the store's writer lock (`<store>.lock`) while one command fills it; a second one refuses, or waits.
+
+    SQLite alone keeps concurrent writers safe, but two runs on one store would generate and judge
+    the same answers twice over. The lock is an flock: the kernel drops it when its process dies,
+    even by kill -9, so a crashed run never blocks the next one.
+    """
+    import fcntl
+
+    lock = Path(str(path) + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another fuseval command"
+            if not wait:
+                raise FusevalError(f"{path}: the store is in use by {holder}; wait for it to finish "
+                                   "(or pass --wait to queue behind it)") from None
+            if on_wait:
+                on_wait(f"waiting for {holder} to finish with {path}")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"`fuseval {command}` (pid {os.getpid()})".encode(), 0)
+        yield
+    finally:
+        os.close(fd)
 
 
 def git_sha() -> str | None:

@@ -12,12 +12,9 @@ autoescaped and the Markdown template escapes every value it prints, so an answe
 from __future__ import annotations
 
 import base64
-import contextlib
 import html
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,6 +23,7 @@ import jinja2
 import numpy as np
 import pandas as pd
 
+from fusion.files import atomic_write_bytes
 from reports import figures
 from reports.data import ALL, ReportData
 from reports.fmt import fmt_count, fmt_estimate, fmt_interval, fmt_level, fmt_number, fmt_time
@@ -334,22 +332,6 @@ def _render(fmt: str, ctx: dict[str, Any]) -> str:
     return env.get_template(f"report.{fmt}.j2").render(**ctx).lstrip()
 
 
-def _write_atomic(path: Path, payload: bytes) -> None:
-    """Write `payload` to a temporary file beside `path`, then rename it over `path`."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is meant to be read
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
 def build_context(data: ReportData) -> tuple[dict[str, Any], dict[str, bytes]]:
     """Everything the templates show, as text, and the figures by file name."""
     figs = _Figures()
@@ -372,7 +354,7 @@ def render_report(data: ReportData, out_dir: Path, formats: Iterable[str] = FORM
     fig_dir.mkdir(parents=True, exist_ok=True)
     ctx, pngs = build_context(data)
     for name, png in pngs.items():
-        _write_atomic(fig_dir / name, png)
+        atomic_write_bytes(fig_dir / name, png)
     for stale in fig_dir.glob("*.png"):  # a figure an earlier render of this directory drew and this one did not
         if stale.name not in pngs:
             stale.unlink()
@@ -381,5 +363,5 @@ def render_report(data: ReportData, out_dir: Path, formats: Iterable[str] = FORM
         if fmt in formats:
             text = _render(fmt, ctx)
             written[fmt] = out_dir / f"report.{fmt}"
-            _write_atomic(written[fmt], text.encode("utf-8"))
+            atomic_write_bytes(written[fmt], text.encode("utf-8"))
     return written

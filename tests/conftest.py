@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,9 @@ def judge_dir(world, tmp_path_factory) -> Path:
     cfg["max_position_embeddings"] = 2048
     (d / "config.json").write_text(json.dumps(cfg))
     return d
+
+
+def pytest_terminal_summary(terminalreporter):
+    faults = sys.modules.get("tests.faults.conftest")
+    if faults is not None:
+        faults.report(terminalreporter)

