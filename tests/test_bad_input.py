@@ -87,6 +87,11 @@ def merge_yaml_truncated(inp):
     return ["merge", BAD / "merge_truncated.yml", "out"], ["merge_truncated.yml", "missing required key 'models'"]
 
 
+def merge_yaml_duplicate_key(inp):
+    return (["merge", BAD / "merge_duplicate_key.yml", "out"],
+            ["merge_duplicate_key.yml", "line 8", "key 'merge_method' appears twice in one mapping (first at line 1)"])
+
+
 def merge_yaml_not_utf8(inp):
     cfg = inp / "latin1.yml"
     cfg.write_bytes("merge_method: linear\nmodels:\n  - model: mod\xe8le\n".encode("latin-1"))
@@ -275,7 +280,7 @@ def fastchat_judgment_score_text(inp):
 
 
 CASES: dict[str, Callable[[Path], tuple[list, list[str]]]] = {f.__name__: f for f in [
-    merge_yaml_malformed, merge_yaml_truncated, merge_yaml_not_utf8,
+    merge_yaml_malformed, merge_yaml_truncated, merge_yaml_duplicate_key, merge_yaml_not_utf8,
     safetensors_truncated_header, safetensors_header_bad_json, safetensors_header_not_object,
     safetensors_data_beyond_file, safetensors_unknown_dtype, safetensors_int_where_float, safetensors_nan_inf,
     safetensors_huge_overflows_out_dtype, safetensors_huge_overflows_compute, safetensors_shape_mismatch,
