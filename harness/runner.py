@@ -78,13 +78,20 @@ def _merge(store: Store, m: ModelSpec, where: str, suite_path: Path, workspace: 
             data["base_model"] = expand(data["base_model"], where)
         cfg, cfg_path = parse_merge_config(data, f"{where}.merge"), suite_path
     refs = [e.model for e in cfg.models] + ([cfg.base_model] if cfg.base_model else [])
-    inputs = []
+    if cfg.tokenizer_source not in (None, "base"):
+        refs.append(cfg.tokenizer_source)
+    hashes = {}
     for ref in refs:
         p = _resolve_model_path(ref, cfg_path)
         if not p.is_dir():
             raise FusevalError(f"{where}: merge input {ref!r}: no such model directory ({p})")
-        inputs.append(store.model_hash(p))
-    key = digest("merge", cfg.model_dump(mode="json"), inputs)[:12]
+        hashes[ref] = store.model_hash(p)
+    # The key is the recipe with every model named by its contents: moving or renaming an input rebuilds nothing.
+    recipe = cfg.model_dump(mode="json")
+    recipe["models"] = [{**e, "model": hashes[e["model"]]} for e in recipe["models"]]
+    for field in ("base_model", "tokenizer_source"):
+        recipe[field] = hashes.get(recipe[field], recipe[field])
+    key = digest("merge", recipe)[:12]
     out = workspace / "models" / f"{m.name}-{key}"
     if not (out / "fuseval_recipe.yml").exists():
         say(f"merge {m.name} ({cfg.merge_method}) -> {out}")

@@ -152,3 +152,27 @@ def test_example_suites_validate(name, monkeypatch, tmp_path):
     ls = load_suite(SUITE.parent / f"{name}.yml")
     assert ls.models and ls.benches
     assert ls.suite.gate is None or ls.roles[ls.suite.gate.baseline] == "baseline"
+
+
+def test_an_inline_merge_is_keyed_by_its_inputs_contents_not_their_paths(tiny_set, tmp_path):
+    from harness.runner import build_models
+    from harness.store import Store
+
+    moved = tmp_path / "moved"
+    shutil.copytree(tiny_set["base"].parent, moved)
+
+    def suite(root):
+        data = {"name": "keys", "baselines": [{"name": "base", "model": str(root / "base")}],
+                "candidates": [{"name": "lin", "merge": {
+                    "merge_method": "linear", "models": [{"model": str(root / v), "parameters": {"weight": 0.5}}
+                                                         for v in ("variant1", "variant2")]}}],
+                "benchmarks": ["zoo"], "backend": {"kind": "transformers"}}
+        p = tmp_path / f"{root.name}.yml"
+        p.write_text(yaml.safe_dump(data))
+        return load_suite(p)
+
+    said: list[str] = []
+    with Store(tmp_path / "s.db") as store:
+        first = build_models(suite(tiny_set["base"].parent), store, tmp_path / "ws", "transformers", said.append)
+        again = build_models(suite(moved), store, tmp_path / "ws", "transformers", said.append)
+    assert first[1].path == again[1].path and [s for s in said if s.startswith("merge lin")] == said[:1]
