@@ -148,7 +148,7 @@ def scores(
     judge: str = typer.Option(None, "--judge", help="Only judges whose id contains this text."),
     level: float = typer.Option(0.95, "--level", min=0.5, max=0.999, help="Interval level."),
     by_category: bool = typer.Option(True, "--by-category/--overall", help="One row per category, or the overall score only."),
-    store_path: Path = typer.Option(Path("runs/fuseval.db"), "--store", help=STORE_HELP),
+    store_path: Path = typer.Option(Path("runs/fuseval.db"), "--store", help="The run store (SQLite) to read."),
 ) -> None:
     """Scores in the store with 95% intervals (questions resampled as clusters), and differences from a baseline."""
     from harness.store import Store
@@ -236,7 +236,7 @@ def export(
     out: Path = typer.Argument(..., help="Directory to write into."),
     format: str = typer.Option("fastchat", "--format", help="fastchat (question.jsonl, model_answer/, model_judgment/) or parquet (one file per table)."),
     bench: str = typer.Option(None, "--bench", help="fastchat: the bench to export (default: every bench)."),
-    store_path: Path = typer.Option(Path("runs/fuseval.db"), "--store", help=STORE_HELP),
+    store_path: Path = typer.Option(Path("runs/fuseval.db"), "--store", help="The run store (SQLite) to read."),
 ) -> None:
     """Export the store: FastChat llm_judge files, or Parquet tables for pandas."""
     from harness.exchange import export_fastchat

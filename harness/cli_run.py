@@ -90,7 +90,7 @@ def run(
     workspace: Path = typer.Option(Path("runs"), "--workspace", help="Where built models, logs and reports go."),
     store_path: Path = STORE,
     backend: str = typer.Option(None, "--backend", help="Override the suite's backend: vllm, transformers or openai."),
-    format: str = typer.Option("html,md", "--format", help="Report formats."),
+    format: str = typer.Option("html,md", "--format", help="Report formats: html, md or html,md."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write the report at the end."),
     wait: bool = typer.Option(False, "--wait", help="If another command is filling the store, wait for it instead "
                               "of refusing."),

@@ -120,14 +120,15 @@ def export_fastchat(store: Store, out_dir: str | Path, bench: str) -> list[Path]
     """Write a bench from the store in FastChat's layout under out_dir/<bench>/; returns the files written."""
     root = Path(out_dir) / bench
     db = store.db
-    rows = db.execute("SELECT b.question_id, q.category, q.turns, b.reference, b.extra FROM bench_questions b "
+    rows = db.execute("SELECT b.question_id, q.category, q.turns, b.reference, b.extra, b.checks FROM bench_questions b "
                       "JOIN questions q ON b.qkey=q.qkey WHERE b.bench=? ORDER BY b.rowid", (bench,)).fetchall()
     if not rows:
         from fusion.errors import FusevalError  # noqa: PLC0415
 
         raise FusevalError(f"{store.path}: no questions stored under bench {bench!r}")
     questions = [Question(question_id=json.loads(r[0]), category=r[1], turns=json.loads(r[2]),
-                          reference=json.loads(r[3]) if r[3] else None, **json.loads(r[4] or "{}")) for r in rows]
+                          reference=json.loads(r[3]) if r[3] else None, checks=json.loads(r[5]) if r[5] else None,
+                          **json.loads(r[4] or "{}")) for r in rows]
     written = [root / "question.jsonl"]
     write_questions(written[0], questions)
     names = store.model_names()

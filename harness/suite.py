@@ -143,6 +143,9 @@ class GateSpec(_Strict):
     judge: str | None = Field(None, description="Gate on judges whose id contains this (default: the bench's first).")
 
 
+SUITE_MAX_NEW_TOKENS = 512
+
+
 class Suite(_Strict):
     name: str = Field(description="The suite's name (runs are grouped by it in the history).")
     candidates: list[ModelSpec] = Field(default_factory=list)
@@ -151,13 +154,21 @@ class Suite(_Strict):
     benchmarks: list[BenchSpec | str] = Field(min_length=1)
     backend: BackendSpec = BackendSpec()
     judge: JudgeSpec = JudgeSpec()
-    generation: GenerationSettings = GenerationSettings(max_new_tokens=512)
+    generation: GenerationSettings = Field(GenerationSettings(max_new_tokens=SUITE_MAX_NEW_TOKENS),
+                                           description=f"How answers are drawn; max_new_tokens defaults to "
+                                                       f"{SUITE_MAX_NEW_TOKENS} in a suite.")
     gate: GateSpec | None = None
     seeds: list[int] | None = Field(None, min_length=1, description="Training seeds for fuse candidates "
                                                                     "(overrides the recipes' seeds).")
     examples: int = Field(3, ge=0, description="Questions shown side by side in the report.")
 
     _name = field_validator("name")(classmethod(lambda cls, v: _check_name(v)))
+
+    @field_validator("generation", mode="before")
+    @classmethod
+    def _suite_default(cls, v: Any) -> Any:
+        """The suite's own default for max_new_tokens, whether or not `generation:` is there."""
+        return {"max_new_tokens": SUITE_MAX_NEW_TOKENS, **v} if isinstance(v, dict) else v
 
 
 def _fill(obj: Any, values: dict[str, Any], where: str) -> Any:
@@ -222,6 +233,10 @@ def _abs(p: str, here: Path, where: str = "path") -> str:
     return str(q if q.is_absolute() else (here / q).resolve())
 
 
+def _pathlike(ref: str) -> bool:
+    return os.sep in ref or ref.startswith((".", "$", "~"))
+
+
 def load_suite(path: str | os.PathLike, data: dict | None = None) -> LoadedSuite:
     """Read, validate and expand a suite; `data` instead of reading the file (its path still names errors)."""
     path = Path(path)
@@ -260,7 +275,8 @@ def load_suite(path: str | os.PathLike, data: dict | None = None) -> LoadedSuite
     for m in models:
         upd: dict[str, Any] = {}
         where = f"{path}: {roles[m.name]} {m.name!r}"
-        if m.model is not None and (os.sep in m.model or m.model.startswith((".", "$", "~"))):
+        # On an openai backend a model is the endpoint's name for it (`Qwen/Qwen2.5-7B-Instruct`), not a path.
+        if m.model is not None and suite.backend.kind != "openai" and _pathlike(m.model):
             upd["model"] = _abs(m.model, here, where)
         for key in ("merge", "fuse"):
             if isinstance(getattr(m, key), str):
@@ -272,7 +288,7 @@ def load_suite(path: str | os.PathLike, data: dict | None = None) -> LoadedSuite
         if spec.questions and spec.questions not in ("zoo", "general"):
             spec = spec.model_copy(update={"questions": _abs(spec.questions, here, f"{path}: benchmarks")})
         benches.append(spec)
-    if suite.judge.model and (os.sep in suite.judge.model or suite.judge.model.startswith((".", "$", "~"))):
+    if suite.judge.model and suite.judge.backend != "openai" and _pathlike(suite.judge.model):
         judge = suite.judge.model_copy(update={"model": _abs(suite.judge.model, here, f"{path}: judge.model")})
         suite = suite.model_copy(update={"judge": judge})
     return LoadedSuite(path=path, suite=suite, models=fixed, roles=roles, grids=grids, benches=benches)

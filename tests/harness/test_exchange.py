@@ -56,3 +56,14 @@ def test_export_writes_what_fastchat_reads_back(checkout, tmp_path):  # noqa: F8
     assert {key(s): s.score for s in back.single["gpt-4"]} == {key(s): s.score for s in orig.single["gpt-4"]}
     assert {(p.question_id, p.turn): p.outcome for p in back.pair["gpt-4"]} == \
            {(p.question_id, p.turn): p.outcome for p in orig.pair["gpt-4"]}
+
+
+def test_export_keeps_the_programmatic_checks(tmp_path):
+    from harness.bench import load_questions, resolve_bench
+
+    questions = load_questions(resolve_bench("zoo"))[::20]
+    with Store(tmp_path / "s.db") as store:
+        store.add_questions("zoo", questions)
+        export_fastchat(store, tmp_path / "out", "zoo")
+    back = load_questions(tmp_path / "out" / "zoo" / "question.jsonl")
+    assert [q.checks for q in back] == [q.checks for q in questions] and all(q.checks for q in back)

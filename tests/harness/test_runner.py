@@ -176,3 +176,14 @@ def test_an_inline_merge_is_keyed_by_its_inputs_contents_not_their_paths(tiny_se
         first = build_models(suite(tiny_set["base"].parent), store, tmp_path / "ws", "transformers", said.append)
         again = build_models(suite(moved), store, tmp_path / "ws", "transformers", said.append)
     assert first[1].path == again[1].path and [s for s in said if s.startswith("merge lin")] == said[:1]
+
+
+def test_served_names_on_an_openai_backend_are_not_paths(tmp_path):
+    data = {"name": "served", "baselines": [{"name": "base", "model": "meta-llama/Llama-3-8B"}],
+            "candidates": [{"name": "local", "model": "models/merged"}], "benchmarks": ["zoo"],
+            "judge": {"model": "Qwen/Qwen2.5-72B-Instruct", "backend": "openai", "base_url": "http://127.0.0.1:1/v1"}}
+    ls = load_suite(tmp_path / "s.yml", {**data, "backend": {"kind": "openai", "base_url": "http://127.0.0.1:1/v1"}})
+    assert [m.model for m in ls.models] == ["meta-llama/Llama-3-8B", "models/merged"]
+    assert ls.suite.judge.model == "Qwen/Qwen2.5-72B-Instruct"
+    ls = load_suite(tmp_path / "s.yml", {**data, "backend": {"kind": "transformers"}})
+    assert [m.model for m in ls.models] == [str(tmp_path / "meta-llama/Llama-3-8B"), str(tmp_path / "models/merged")]
