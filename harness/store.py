@@ -11,6 +11,8 @@ settings), a judgment by (judge, prompt version, answer(s), turn, repeat, refere
 are `INSERT OR IGNORE` inside one transaction per batch, so re-running the same work adds nothing,
 and a process killed at any moment (kill -9) leaves either the whole batch or none of it; the next
 run finds what is there and does only the rest. Two processes may write at once (WAL, busy wait).
+The tables are in `harness/schema.py`; the DataFrame readers (`scores`, `pairs`, `frame`, ...) in
+`harness/frames.py`, which `Store` inherits.
 """
 
 from __future__ import annotations
@@ -18,10 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
 import sqlite3
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -32,102 +31,11 @@ from typing import Any
 
 from fusion import faults
 from fusion.errors import FusevalError
+from harness.frames import StoreFrames
+from harness.provenance import environment, git_sha
+from harness.schema import SCHEMA, SCHEMA_VERSION, statements
 
 DEFAULT_PATH = Path("runs/fuseval.db")
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS models (
-    hash TEXT PRIMARY KEY,            -- content hash of the weights (or of the name, for endpoints)
-    name TEXT NOT NULL,
-    path TEXT,
-    recipe TEXT,                      -- the merge/fusion recipe that built it, if any
-    created REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS questions (
-    qkey TEXT PRIMARY KEY,            -- hash of (category, turns): what the model is asked
-    category TEXT NOT NULL,
-    turns TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS bench_questions (
-    bench TEXT NOT NULL,
-    question_id TEXT NOT NULL,        -- as written in the question file (json-encoded: ints stay ints)
-    qkey TEXT NOT NULL REFERENCES questions(qkey),
-    reference TEXT,                   -- reference answers (json list) as of the last load
-    ref_version TEXT,                 -- hash of the references: judgments record which they used
-    checks TEXT,                      -- programmatic checks (json list), where the set has them
-    extra TEXT,
-    PRIMARY KEY (bench, question_id)
-);
-CREATE TABLE IF NOT EXISTS answers (
-    akey TEXT PRIMARY KEY,            -- hash of (model hash, qkey, sample, generation key)
-    model_hash TEXT NOT NULL REFERENCES models(hash),
-    qkey TEXT NOT NULL REFERENCES questions(qkey),
-    sample INTEGER NOT NULL,
-    gen_key TEXT NOT NULL,
-    turns TEXT NOT NULL,              -- the answer to each turn (json list), raw as generated
-    meta TEXT,                        -- temperature, chat template hash, token usage
-    run_id TEXT,
-    tstamp REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS answers_by_model ON answers(model_hash, gen_key);
-CREATE TABLE IF NOT EXISTS judgments (
-    jkey TEXT PRIMARY KEY,            -- hash of (judge, answer keys, turn, repeat, reference version)
-    kind TEXT NOT NULL CHECK (kind IN ('single', 'pair')),
-    judge TEXT NOT NULL,              -- the judge's identity: model, prompt version, settings
-    prompt_version TEXT NOT NULL,
-    akey TEXT NOT NULL REFERENCES answers(akey),
-    akey_b TEXT REFERENCES answers(akey),   -- pairwise: the second answer (A = akey, B = akey_b)
-    turn INTEGER NOT NULL,            -- 1-based, as FastChat counts
-    repeat INTEGER NOT NULL DEFAULT 0,
-    ref_version TEXT,
-    score REAL,                       -- single: the rating; NULL = missing (never 0)
-    winner TEXT CHECK (winner IN ('A', 'B', 'tie')),  -- pair: NULL = missing
-    detail TEXT,                      -- raw judge outputs, prompts, per-order verdicts, usage
-    run_id TEXT,
-    tstamp REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS judgments_by_answer ON judgments(akey);
-CREATE TABLE IF NOT EXISTS runs (
-    id TEXT PRIMARY KEY,
-    suite TEXT,
-    config TEXT,
-    git_sha TEXT,
-    environment TEXT,
-    started REAL NOT NULL,
-    ended REAL,
-    status TEXT NOT NULL DEFAULT 'running'
-);
-CREATE TABLE IF NOT EXISTS metrics (
-    run_id TEXT,
-    model_hash TEXT NOT NULL,
-    task TEXT NOT NULL,               -- lm-eval task, keyed with its settings (limit, few-shot)
-    metric TEXT NOT NULL,
-    value REAL,
-    stderr REAL,
-    detail TEXT,
-    PRIMARY KEY (model_hash, task, metric)
-);
-CREATE TABLE IF NOT EXISTS results (  -- each run's headline numbers, for the nightly history
-    run_id TEXT NOT NULL REFERENCES runs(id),
-    suite TEXT,
-    model TEXT NOT NULL,
-    model_hash TEXT NOT NULL,
-    bench TEXT NOT NULL,
-    judge TEXT NOT NULL,
-    mean REAL,
-    low REAL,
-    high REAL,
-    questions INTEGER,
-    PRIMARY KEY (run_id, model, bench, judge)
-);
-CREATE TABLE IF NOT EXISTS file_hashes (
-    path TEXT PRIMARY KEY,            -- cache: a file's sha256 while its size and mtime are unchanged
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    sha256 TEXT NOT NULL
-);
-"""
 
 
 def digest(*parts: Any) -> str:
@@ -185,7 +93,7 @@ class JudgmentRow:
         return judgment_key(self.judge, self.akey, self.akey_b, self.turn, self.repeat, self.ref_version)
 
 
-class Store:
+class Store(StoreFrames):
     """The SQLite run store; open one per process (connections are not shared across threads)."""
 
     def __init__(self, path: str | os.PathLike = DEFAULT_PATH, timeout_s: float = 60.0):
@@ -201,7 +109,7 @@ class Store:
                 raise FusevalError(f"{self.path}: store schema version {version} is newer than this fuseval "
                                    f"understands ({SCHEMA_VERSION}); upgrade fuseval")
             with self.transaction():
-                for statement in _statements(_SCHEMA):  # executescript would commit our transaction
+                for statement in statements(SCHEMA):  # executescript would commit our transaction
                     self.db.execute(statement)
                 self.db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError as e:
@@ -412,83 +320,6 @@ class Store:
                 (run_id, suite, r["model"], r["model_hash"], r["bench"], r["judge"], r.get("mean"), r.get("low"),
                  r.get("high"), r.get("questions")) for r in rows])
 
-    def history(self, suite: str | None = None):
-        """Every finished run's results with the run's start time, oldest first."""
-        import pandas as pd  # noqa: PLC0415
-
-        sql = ("SELECT r.run_id, u.started, r.suite, r.model, r.bench, r.judge, r.mean, r.low, r.high, r.questions "
-               "FROM results r JOIN runs u ON u.id=r.run_id WHERE u.status='done'")
-        args = []
-        if suite is not None:
-            sql += " AND r.suite=?"
-            args.append(suite)
-        return pd.read_sql_query(sql + " ORDER BY u.started", self.db, params=args)
-
-    # -- reading out -------------------------------------------------------------------------
-
-    def frame(self, table: str):
-        """A whole table as a pandas DataFrame."""
-        import pandas as pd  # noqa: PLC0415
-
-        if table not in _TABLES:
-            raise FusevalError(f"unknown table {table!r}; choose from {', '.join(_TABLES)}")
-        return pd.read_sql_query(f"SELECT * FROM {table}", self.db)
-
-    def _judgment_frame(self, sql: str, bench: str | None, judge: str | None):
-        """Rows of a judgments query, filtered by bench and judge; question ids decoded."""
-        import pandas as pd  # noqa: PLC0415
-
-        args: list = []
-        for column, value in (("b.bench", bench), ("j.judge", judge)):
-            if value is not None:
-                sql += f" AND {column}=?"
-                args.append(value)
-        df = pd.read_sql_query(sql, self.db, params=args)
-        df["question_id"] = df["question_id"].map(json.loads)
-        return df
-
-    def scores(self, bench: str | None = None, judge: str | None = None):
-        """Single-answer judgments joined to model, question and answer: one row per judged turn."""
-        return self._judgment_frame(
-            "SELECT m.name AS model, a.model_hash, b.bench, b.question_id, q.category, j.turn, a.sample, j.repeat, "
-            "j.judge, j.prompt_version, j.score, a.gen_key, j.akey, j.jkey FROM judgments j "
-            "JOIN answers a ON j.akey=a.akey JOIN models m ON a.model_hash=m.hash "
-            "JOIN questions q ON a.qkey=q.qkey JOIN bench_questions b ON b.qkey=a.qkey WHERE j.kind='single'",
-            bench, judge)
-
-    def pairs(self, bench: str | None = None, judge: str | None = None):
-        """Pairwise judgments: one row per judged turn, model_a/model_b and winner ('A', 'B', 'tie' or None)."""
-        df = self._judgment_frame(
-            "SELECT ma.name AS model_a, mb.name AS model_b, b.bench, b.question_id, q.category, j.turn, "
-            "aa.sample, j.repeat, j.judge, j.prompt_version, j.winner, j.jkey FROM judgments j "
-            "JOIN answers aa ON j.akey=aa.akey JOIN answers ab ON j.akey_b=ab.akey "
-            "JOIN models ma ON aa.model_hash=ma.hash JOIN models mb ON ab.model_hash=mb.hash "
-            "JOIN questions q ON aa.qkey=q.qkey JOIN bench_questions b ON b.qkey=aa.qkey WHERE j.kind='pair'",
-            bench, judge)
-        df["winner"] = df["winner"].astype(object).where(df["winner"].notna(), None)  # missing stays None
-        return df
-
-    def to_parquet(self, out_dir: str | os.PathLike) -> list[Path]:
-        """Every table as `<table>.parquet` in out_dir (written atomically)."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        written = []
-        for t in _TABLES:
-            path = out / f"{t}.parquet"
-            tmp = out / f".{t}.parquet.tmp"
-            self.frame(t).to_parquet(tmp, index=False)
-            os.replace(tmp, path)
-            written.append(path)
-        return written
-
-
-_TABLES = ("models", "questions", "bench_questions", "answers", "judgments", "runs", "metrics", "results")
-
-
-def _statements(script: str) -> list[str]:
-    lines = [line.split("--", 1)[0] for line in script.splitlines()]
-    return [s.strip() for s in "\n".join(lines).split(";") if s.strip()]
-
 
 def _plain(obj: Any) -> Any:
     """Pydantic models (checks) to plain json data."""
@@ -527,22 +358,3 @@ def exclusive(path: str | os.PathLike, command: str, wait: bool = False,
         yield
     finally:
         os.close(fd)
-
-
-def git_sha() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def environment() -> dict:
-    """What ran this: versions of python and the libraries that change numbers."""
-    env = {"python": sys.version.split()[0], "platform": platform.platform()}
-    for mod in ("torch", "transformers", "vllm", "numpy"):
-        m = sys.modules.get(mod)
-        if m is not None:
-            env[mod] = getattr(m, "__version__", None)
-    return env
