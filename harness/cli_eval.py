@@ -221,10 +221,10 @@ def import_fastchat_(
     """Load FastChat questions, model answers and judgments into the store (importing twice adds nothing)."""
     from harness.exchange import import_fastchat
     from harness.judges.fastchat import load_fastchat_dir
-    from harness.store import Store
+    from harness.store import Store, exclusive
 
     data = load_fastchat_dir(path)  # every file read and checked before the store is created or touched
-    with Store(store_path) as store:
+    with exclusive(store_path, "import-fastchat"), Store(store_path) as store:
         rep = import_fastchat(store, data)
     console.print(f"imported {', '.join(rep.benches)} into {store_path}: {rep.questions} questions, {rep.models} "
                   f"models, {rep.answers} new answers, {rep.judgments} new judgments ({rep.missing} missing grades)"

@@ -56,12 +56,13 @@ class _Phases:
 
 
 def run_and_report(suite_path: Path, workspace: Path, store_path: Path, backend: str | None, formats, data=None,
-                   report: bool = True, wait: bool = False) -> str:
+                   report: bool = True, wait: bool | None = None) -> str:
+    """Run a suite and write its report, holding the store's lock; `wait=None`: the caller has no --wait."""
     from harness.store import exclusive
     from harness.suite import load_suite
 
     ls = load_suite(suite_path, data)
-    with exclusive(store_path, "run", wait=wait, on_wait=console.print):
+    with exclusive(store_path, "run", wait=bool(wait), on_wait=console.print, can_wait=wait is not None):
         return _run_and_report(ls, workspace, store_path, backend, formats, report)
 
 
