@@ -177,7 +177,7 @@ def _record_from_logits(logits: torch.Tensor, ids: np.ndarray, per_turn: list[np
 def _extract_transformers(model_dir: Path, tok, encoded: list[tuple], k: int, batch_size: int, device: str):
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(device).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, use_safetensors=True).to(device).eval()
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     for i in range(0, len(encoded), batch_size):
         block = encoded[i:i + batch_size]

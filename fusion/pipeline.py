@@ -165,7 +165,7 @@ def _train_from(pivot_dir: Path, examples: list[Example], cfg: TrainConfig, out:
             raise FusevalError(f"{out}: holds a model trained with another recipe; use a new output directory")
         return json.loads((out / "fuseval_train.json").read_text())
     tok = load_tokenizer(pivot_dir)
-    model = AutoModelForCausalLM.from_pretrained(pivot_dir, dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(pivot_dir, dtype=torch.float32, use_safetensors=True)
     work = out.parent / f".{out.name}.train"  # checkpoints: a killed run resumes here
     summary = train(model, examples, cfg, work, tokenizer=tok, pad_id=tok.pad_token_id or 0, progress=progress)
     summary = {k: v for k, v in summary.items() if k != "losses"}
@@ -192,6 +192,9 @@ def run_fuse(cfg: FuseConfig, out_dir: str | Path, progress: bool = False) -> di
     for d in [pivot, *map(Path, cfg.sources)]:
         if not (d / "config.json").exists():
             raise FusevalError(f"{d}: not a model directory (no config.json)")
+        if not any(d.glob("*.safetensors")):  # transformers would unpickle a .bin; fuse never does
+            raise FusevalError(f"{d}: no safetensors weights; fuse does not load pickle (.bin) checkpoints. Convert "
+                               "it first: a linear merge of that one model with `fuseval merge --allow-pickle`")
     convs = load_conversations(Path(cfg.data))
     if not convs:
         raise FusevalError(f"{cfg.data}: no conversations")

@@ -192,7 +192,7 @@ def _restore(ckpt: Path, model, opt: torch.optim.Optimizer) -> int:
     from transformers import AutoModelForCausalLM
 
     state = json.loads((ckpt / "trainer_state.json").read_text())
-    loaded = AutoModelForCausalLM.from_pretrained(ckpt, torch_dtype=torch.float32)
+    loaded = AutoModelForCausalLM.from_pretrained(ckpt, dtype=torch.float32, use_safetensors=True)
     model.load_state_dict(loaded.state_dict())
     tensors = load_file(ckpt / "trainer_state.safetensors")
     for i, p in enumerate(p for g in opt.param_groups for p in g["params"]):

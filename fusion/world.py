@@ -245,6 +245,6 @@ def score(model_dir: str | Path, convs, batch_size: int = 64) -> np.ndarray:
     from fusion.domains import check
 
     tok = load_tokenizer(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, use_safetensors=True).eval()
     answers = answer_two_turns(model, tok, [c.prompt_turns() for c in convs], batch_size=batch_size)
     return np.array([check(c, a) for c, a in zip(convs, answers)], dtype=bool)

@@ -307,7 +307,7 @@ def _md_escape(value: Any) -> str:
         return ""
     text = html.escape(str(value), quote=False)
     text = re.sub(r"([\\`*_\[\]|])", r"\\\1", text)
-    return text.replace("\r\n", "\n").replace("\n", "<br>")
+    return re.sub(r"\r\n?|\n", "<br>", text)  # a lone CR ends a Markdown line too
 
 
 def _escape_tree(value: Any, escape) -> Any:

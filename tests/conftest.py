@@ -57,6 +57,22 @@ def judge_dir(world, tmp_path_factory) -> Path:
     return d
 
 
+@pytest.fixture
+def stub():
+    """The stub OpenAI-compatible server (tests/harness/stub_openai.py) on 127.0.0.1 and a free port:
+    (base_url, state); stopped afterwards."""
+    import threading
+
+    from tests.harness.stub_openai import serve
+
+    server, state = serve("127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host, port = server.server_address
+    yield f"http://{host}:{port}/v1", state
+    server.shutdown()
+    server.server_close()
+
+
 def pytest_terminal_summary(terminalreporter):
     faults = sys.modules.get("tests.faults.conftest")
     if faults is not None:

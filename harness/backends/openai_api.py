@@ -114,7 +114,9 @@ class OpenAIBackend(Backend):
         except httpx.TransportError as e:
             raise _Failure(f"cannot reach {self.options.base_url} ({e.__class__.__name__}: {e})", True) from None
         if resp.status_code != 200:
-            raise _Failure(f"HTTP {resp.status_code}: {resp.text[:300].strip()}", resp.status_code in TRANSIENT_STATUS)
+            # Redacted before it is cut: a key cut in two would no longer match and half of it would show.
+            raise _Failure(f"HTTP {resp.status_code}: {self.redact(resp.text)[:300].strip()}",
+                           resp.status_code in TRANSIENT_STATUS)
         try:
             data = resp.json()
             choice = data["choices"][0]
@@ -122,7 +124,8 @@ class OpenAIBackend(Backend):
             if not isinstance(text, str):
                 raise TypeError("content is not a string")
         except (ValueError, KeyError, IndexError, TypeError) as e:
-            raise _Failure(f"malformed response ({e.__class__.__name__}: {e}): {resp.text[:200]!r}", True) from None
+            raise _Failure(f"malformed response ({e.__class__.__name__}: {e}): {self.redact(resp.text)[:200]!r}",
+                           True) from None
         usage = data.get("usage") or {}
         return ChatResult(text=text, finish_reason=choice.get("finish_reason"),
                           prompt_tokens=usage.get("prompt_tokens"), completion_tokens=usage.get("completion_tokens"),

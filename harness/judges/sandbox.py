@@ -24,9 +24,10 @@ Network and filesystem writes, in two layers:
   socket connect/bind/send and name lookups; subprocesses, os.system, exec*, spawn*, fork; signals
   to other processes; changing rlimits; importing ctypes from the program itself (installed
   libraries such as numpy may still import it); opening a directory outside the temporary directory
-  (its fd could serve as a dir_fd); and opening for writing, creating, removing, renaming, linking,
-  truncating or changing the metadata of any path whose real path (symlinks resolved) lies outside
-  the temporary directory. A refused call raises PermissionError; the program may read files.
+  (its fd could serve as a dir_fd); opening another process's /proc/<pid>/ files (the parent's
+  environ holds the keys kept out of ours); and opening for writing, creating, removing, renaming,
+  linking, truncating or changing the metadata of any path whose real path (symlinks resolved) lies
+  outside the temporary directory. A refused call raises PermissionError; the program may read files.
   Audit hooks guard against accidents and ordinary model-written code; they are NOT a security
   boundary against hostile code, which can reach native code through extension modules, race a
   symlink between check and use, or tamper with interpreter internals.
@@ -95,6 +96,13 @@ def _install_guard(root):
         real = realpath(path)
         return real == root or real.startswith(root + os.sep)
 
+    def other_process(path):
+        # /proc/<pid>/ of another process: the parent's environ holds the API keys kept out of ours
+        if isinstance(path, int):
+            return False
+        parts = realpath(join(os.getcwd(), fsdecode(path))).split(os.sep)
+        return len(parts) > 2 and parts[1] == "proc" and parts[2].isdigit() and parts[2] != str(os.getpid())
+
     def refuse(event, args):
         raise PermissionError(f"sandbox: {event} is not allowed ({', '.join(map(repr, args[:2]))})")
 
@@ -122,7 +130,7 @@ def _install_guard(root):
             try:
                 ok = inside(path)
                 # The event does not carry dir_fd, so an fd of an outside directory must not be had at all.
-                ok = ok or not (writes or os.path.isdir(path))
+                ok = ok or not (writes or os.path.isdir(path) or other_process(path))
             except Exception:
                 ok = False  # cannot tell: fail closed
             if not ok:

@@ -14,14 +14,12 @@ import random
 import sqlite3
 import subprocess
 import sys
-import threading
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.harness.stub_openai import serve
 
 REPO = Path(__file__).resolve().parents[2]
 SEED = int(os.environ.get("FUSEVAL_FAULT_SEED", "20261129"))
@@ -39,18 +37,6 @@ def report(terminalreporter) -> None:
 @pytest.fixture
 def rng(request) -> random.Random:
     return random.Random(f"{SEED}:{request.node.name}")
-
-
-@pytest.fixture
-def stub():
-    """The stub endpoint on 127.0.0.1 and a free port: (base_url, state); stopped afterwards."""
-    server, state = serve("127.0.0.1", 0)
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
-    host, port = server.server_address
-    yield f"http://{host}:{port}/v1", state
-    server.shutdown()
-    server.server_close()
 
 
 def fuseval(*args, faults: str = "", env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:

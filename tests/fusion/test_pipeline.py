@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -123,6 +124,13 @@ def test_config_errors_name_the_file_and_key(tmp_path, micro):
     bad.write_text(yaml.safe_dump({"pivot": str(tmp_path), "sources": [str(world / "source_numbers")],
                                    "data": str(world / "fusion.jsonl")}))
     with pytest.raises(FusevalError, match="not a model directory"):
+        run_fuse(load_fuse_config(bad), tmp_path / "o")
+    pickled = tmp_path / "pickled"  # a .bin-only source: fuse refuses it instead of letting transformers unpickle it
+    shutil.copytree(world / "source_numbers", pickled, ignore=shutil.ignore_patterns("*.safetensors"))
+    (pickled / "pytorch_model.bin").write_bytes(b"not loaded")
+    bad.write_text(yaml.safe_dump({"pivot": str(world / "pivot"), "sources": [str(pickled)],
+                                   "data": str(world / "fusion.jsonl")}))
+    with pytest.raises(FusevalError, match=r"pickled: no safetensors weights; fuse does not load pickle"):
         run_fuse(load_fuse_config(bad), tmp_path / "o")
     (tmp_path / "d.jsonl").write_text('{"messages": [}\n')
     bad.write_text(yaml.safe_dump({"pivot": str(world / "pivot"), "sources": [str(world / "source_numbers")],

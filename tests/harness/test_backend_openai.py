@@ -3,25 +3,12 @@
 from __future__ import annotations
 
 import logging
-import threading
 
 import httpx
 import pytest
 
 from fusion.errors import FusevalError
 from harness.backends import ChatRequest, GenParams, OpenAIBackend, OpenAIOptions, make_backend
-from tests.harness.stub_openai import serve
-
-
-@pytest.fixture
-def stub():
-    server, state = serve("127.0.0.1", 0)
-    t = threading.Thread(target=server.serve_forever, daemon=True)
-    t.start()
-    host, port = server.server_address
-    yield f"http://{host}:{port}/v1", state
-    server.shutdown()
-    server.server_close()
 
 
 def backend(url: str, **kw) -> OpenAIBackend:
