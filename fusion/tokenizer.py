@@ -73,8 +73,13 @@ def train_sp_tokenizer(texts, vocab_size: int, out_dir: Path | None = None, chat
     trainer = trainers.UnigramTrainer(vocab_size=max(vocab_size - n_bytes, len(specials) + 1), special_tokens=specials,
                                       unk_token="<unk>", show_progress=False)
     tok.train_from_iterator(texts, trainer)
-    # Rebuild with the 256 byte-fallback pieces appended (the trainer does not add them itself).
+    # The trainer sums floats in a hash-map order that changes from process to process: scores differ in their last
+    # bits and near-ties swap places, which renumbers tokens. Scores rounded to 1e-6 in a fixed order (specials first,
+    # then by score, then by piece) make the tokenizer a function of its texts.
     pieces = json.loads(tok.to_str())["model"]["vocab"]
+    pieces = [p for p in pieces if p[0] in specials] + sorted(
+        ([p, round(score, 6)] for p, score in pieces if p not in specials), key=lambda ps: (-ps[1], ps[0]))
+    # Rebuild with the 256 byte-fallback pieces appended (the trainer does not add them itself).
     have = {p for p, _ in pieces}
     floor = min(score for _, score in pieces) - 1.0
     pieces += [[f"<0x{b:02X}>", floor] for b in range(n_bytes) if f"<0x{b:02X}>" not in have]

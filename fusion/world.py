@@ -55,7 +55,7 @@ class WorldSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    version: int = Field(2, description="Bumped when the world's construction changes, so caches rebuild.")
+    version: int = Field(3, description="Bumped when the world's construction changes, so caches rebuild.")
     seed: int = 0
     # The pivot is a generalist of sorts: fluent in formatting, and it has seen a few examples of
     # every other domain (it knows the answer phrasing, not the skill), as a pretrained chat model
