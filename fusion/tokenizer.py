@@ -60,6 +60,21 @@ def train_bpe_tokenizer(texts, vocab_size: int, out_dir: Path | None = None, cha
     return _save_fast(tok, out_dir, chat_template)
 
 
+def _canonical_penalties(pieces: list[list], specials: list[str]) -> list[list]:
+    """The characters the trainer adds at the end (required, but not learnt) take the scores min - k * 1e-4 in
+    hash-set order, which changes from process to process: give those scores to the characters in sorted order."""
+    singles = sorted((score, p) for p, score in pieces if len(p) == 1 and p not in specials)
+    run = singles[:1]
+    for score, p in singles[1:]:
+        if abs(score - run[-1][0] - 1e-4) > 2e-6:
+            break
+        run.append((score, p))
+    if len(run) < 2:
+        return pieces
+    assign = dict(zip(sorted(p for _, p in run), sorted((score for score, _ in run), reverse=True)))
+    return [[p, assign.get(p, score)] for p, score in pieces]
+
+
 def train_sp_tokenizer(texts, vocab_size: int, out_dir: Path | None = None, chat_template: str | None = CHAT_TEMPLATE):
     """A SentencePiece-style Unigram tokenizer (Llama-1/T5 family: `▁` marks a word start, bytes
     outside the vocabulary fall back to `<0x..>` tokens) trained on `texts`. Returns the fast tokenizer."""
@@ -76,9 +91,10 @@ def train_sp_tokenizer(texts, vocab_size: int, out_dir: Path | None = None, chat
     # The trainer sums floats in a hash-map order that changes from process to process: scores differ in their last
     # bits and near-ties swap places, which renumbers tokens. Scores rounded to 1e-6 in a fixed order (specials first,
     # then by score, then by piece) make the tokenizer a function of its texts.
-    pieces = json.loads(tok.to_str())["model"]["vocab"]
+    pieces = [[p, round(score, 6)] for p, score in json.loads(tok.to_str())["model"]["vocab"]]
+    pieces = _canonical_penalties(pieces, specials)
     pieces = [p for p in pieces if p[0] in specials] + sorted(
-        ([p, round(score, 6)] for p, score in pieces if p not in specials), key=lambda ps: (-ps[1], ps[0]))
+        (p for p in pieces if p[0] not in specials), key=lambda ps: (-ps[1], ps[0]))
     # Rebuild with the 256 byte-fallback pieces appended (the trainer does not add them itself).
     have = {p for p, _ in pieces}
     floor = min(score for _, score in pieces) - 1.0
