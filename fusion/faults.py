@@ -43,19 +43,18 @@ def _parse(text: str) -> dict[str, tuple[int, str]]:
     return plan
 
 
-_plan: dict[str, tuple[int, str]] | None = None
+_plan: dict[str, tuple[int, str]] | None = None  # read from the environment at the first point passed
+_trace: str | None = None
 _seen: dict[str, int] = {}
 
 
 def point(name: str) -> None:
     """Pass the failpoint `name`: fail here if FUSEVAL_FAULTS says so for this pass."""
-    global _plan
+    global _plan, _trace
     if _plan is None:
-        _plan = _parse(os.environ.get(ENV, ""))
-        if trace := os.environ.get(TRACE_ENV):
-            _plan["*trace"] = (0, trace)
-    if "*trace" in _plan:
-        with open(_plan["*trace"][1], "a", encoding="utf-8") as f:
+        _plan, _trace = _parse(os.environ.get(ENV, "")), os.environ.get(TRACE_ENV)
+    if _trace:
+        with open(_trace, "a", encoding="utf-8") as f:
             f.write(name + "\n")
     if name not in _plan:
         return

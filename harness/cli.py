@@ -259,20 +259,17 @@ def main() -> None:
         rc = app(standalone_mode=False)
         if isinstance(rc, int) and rc:
             sys.exit(rc)
-    except FusevalError as e:
+    except (FusevalError, OSError) as e:  # ours, or the system's (a full disk, a permission): what, and where
         if _state["debug"]:
             raise
-        error(str(e))
+        message = str(e)
+        if isinstance(e, OSError):
+            message = f"{e.filename}: {e.strerror or e}" if e.filename else str(e.strerror or e)
+        error(message)
         sys.exit(1)
     except KeyboardInterrupt:
         console.print("interrupted")
         sys.exit(130)
-    except OSError as e:  # a full disk, a permission, a vanished file: what the system said, and where
-        if _state["debug"]:
-            raise
-        where = f"{e.filename}: " if e.filename else ""
-        error(f"{where}{e.strerror or e}")
-        sys.exit(1)
     except SystemExit:
         raise
     except Exception as e:  # click usage errors and the like (typer >= 0.20 ships its own copy of click)
