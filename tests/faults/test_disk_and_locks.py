@@ -4,6 +4,7 @@ one store at once: a clear one-line error, the previous outputs intact, and a st
 from __future__ import annotations
 
 import hashlib
+import os
 import sqlite3
 import subprocess
 import sys
@@ -76,8 +77,9 @@ def test_two_runs_on_one_store_the_second_refuses_or_waits(stub, tmp_path):
     suite = stub_suite(tmp_path, url)
     db, ws = tmp_path / "runs.db", tmp_path / "ws"
     cmd = [sys.executable, "-m", "harness.cli", "run", str(suite), "--workspace", str(ws), "--store", str(db)]
-    env = {**__import__("os").environ, **KEY_ENV, "FUSEVAL_FAULTS": ""}
+    env = {**os.environ, **KEY_ENV, "FUSEVAL_FAULTS": ""}
     first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    started = [first]
     try:
         deadline = time.monotonic() + 120
         while f"pid {first.pid}" not in _holder(Path(f"{db}.lock")):
@@ -87,6 +89,7 @@ def test_two_runs_on_one_store_the_second_refuses_or_waits(stub, tmp_path):
         assert f"{db}: the store is in use by `fuseval run` (pid {first.pid})" in err and "--wait" in err
         waiting = subprocess.Popen(cmd + ["--wait"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                    env=env, cwd=REPO)
+        started.append(waiting)
         out, err = first.communicate(timeout=300)
         assert first.returncode == 0, err[-3000:]
         out2, err2 = waiting.communicate(timeout=300)
@@ -94,8 +97,8 @@ def test_two_runs_on_one_store_the_second_refuses_or_waits(stub, tmp_path):
         assert f"waiting for `fuseval run` (pid {first.pid}) to finish" in err2
         assert "0 questions answered" in err2 and "judgments: 0 new" in err2  # it found the work done
     finally:
-        for p in (first, locals().get("waiting")):
-            if p is not None and p.poll() is None:
+        for p in started:
+            if p.poll() is None:
                 p.kill()
                 p.wait()
     integrity(db)
