@@ -2,9 +2,10 @@
 
     reader = CheckpointReader("models/a")          # index json or a single model.safetensors
     t = reader.get("model.layers.0.mlp.up_proj.weight")
+    with reader.mapped(name) as view: ...          # zero-copy, read-only, for reading in blocks
     with atomic_output_dir("out") as tmp:
         w = ShardedWriter(tmp, [(name, shape, dtype), ...], max_shard_bytes=5 * 10**9)
-        w.write(name, tensor) ...; w.finish()
+        w.write(name, tensor) ...; w.finish()      # or piece by piece: w.write_block(name, block, start)
 
 The reader maps one tensor's byte range at a time, converts it straight into the requested dtype
 and unmaps it, so only the tensors in use count toward resident memory (a file mapped for a whole
@@ -21,9 +22,11 @@ import hashlib
 import json
 import mmap
 import os
-import warnings
 import shutil
 import struct
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -207,34 +210,45 @@ class CheckpointReader:
         except KeyError:
             raise FusevalError(f"{self.path}: tensor {name!r} not found") from None
 
-    def get(self, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
-        """Read one tensor into memory of its own, converted to `dtype` if given."""
+    @contextmanager
+    def mapped(self, name: str) -> Iterator[torch.Tensor]:
+        """A read-only, zero-copy view of one tensor, valid inside the `with` block.
+
+        Use it to read a tensor piece by piece (slices convert straight out of the page cache);
+        `get` for a tensor of your own. Never write to the view: its pages are mapped read-only,
+        and a write kills the process (SIGSEGV).
+        """
         info = self.info(name)
         if self._pickled is not None:
-            t = self._pickled[name]
-            return t.to(dtype) if dtype is not None and dtype != t.dtype else t.clone()
+            yield self._pickled[name]
+            return
         numel = _numel(info.shape)
         if numel == 0:
-            return torch.empty(info.shape, dtype=dtype or info.dtype)
+            yield torch.empty(info.shape, dtype=info.dtype)
+            return
         start = info.offset - info.offset % mmap.ALLOCATIONGRANULARITY
         with open(info.file, "rb") as f:
             # MAP_POPULATE maps every page up front: one call instead of a page fault per 4 KiB.
             mm = mmap.mmap(f.fileno(), info.offset + info.nbytes - start, offset=start,
                            flags=mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0), prot=mmap.PROT_READ)
+        view = None
         try:
             with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # read-only buffer: we copy out of it
-                mapped = torch.frombuffer(mm, dtype=info.dtype, count=numel, offset=info.offset - start)
-            mapped = mapped.reshape(info.shape)
-            # One pass from the page cache into the compute dtype (or a plain copy).
-            out = mapped.to(dtype) if dtype is not None and dtype != info.dtype else mapped.clone()
-            del mapped
+                warnings.simplefilter("ignore", UserWarning)  # read-only buffer: callers copy out of it
+                view = torch.frombuffer(mm, dtype=info.dtype, count=numel, offset=info.offset - start)
+            yield view.reshape(info.shape)
         finally:
+            del view
             try:
                 mm.close()
-            except BufferError:  # still referenced somewhere: the mapping goes with its last reference
+            except BufferError:  # a caller kept a view: the mapping goes with its last reference
                 pass
-        return out
+
+    def get(self, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Read one tensor into memory of its own, converted to `dtype` if given."""
+        with self.mapped(name) as view:
+            # One pass from the page cache into the compute dtype (or a plain copy).
+            return view.to(dtype) if dtype is not None and dtype != view.dtype else view.clone()
 
     def header_hash(self) -> str:
         """A cheap content fingerprint: hash of every tensor's name, dtype, shape and file size."""
@@ -284,6 +298,7 @@ class ShardedWriter:
         for path, shard in zip(self.files, shards):
             self._lay_out(path, shard, metadata or {})
         self._pending = set(self._where)
+        self._written: dict[str, int] = {}  # elements written per tensor
 
     def _lay_out(self, path: Path, shard: list, metadata: dict[str, str]) -> None:
         header: dict[str, object] = {"__metadata__": {"format": "pt", **metadata}}
@@ -311,19 +326,40 @@ class ShardedWriter:
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
         """Write one planned tensor's bytes into its place."""
-        path, pos, shape, dtype = self._where[name]
+        shape = self._where[name][2]
         if tuple(tensor.shape) != shape:
             raise FusevalError(f"{name}: produced shape {tuple(tensor.shape)} but planned {shape}")
+        self._put(name, tensor, 0)
+
+    def write_block(self, name: str, block: torch.Tensor, start: int) -> None:
+        """Write a block of a planned tensor: the 1-D `block` holds its flattened elements from `start` on."""
+        shape = self._where[name][2]
+        if block.dim() != 1 or start < 0 or start + block.numel() > _numel(shape):
+            raise FusevalError(f"{name}: a block of shape {tuple(block.shape)} at element {start} does not fit "
+                               f"the planned shape {shape}")
+        self._put(name, block, start)
+
+    def _put(self, name: str, tensor: torch.Tensor, start: int) -> None:
+        path, pos, shape, dtype = self._where[name]
         t = tensor.detach().to(device="cpu", dtype=dtype).contiguous().reshape(-1)
-        data = t.view(torch.uint8).numpy() if t.numel() else b""
+        data = memoryview(t.view(torch.uint8).numpy()) if t.numel() else memoryview(b"")
+        offset = pos + start * dtype.itemsize
+        done = self._written.get(name, 0) + t.numel() >= _numel(shape)
         try:
-            with open(path, "r+b") as f:
-                f.seek(pos)
-                f.write(data)
-            faults.point("merge.tensor")
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                while data:  # pwrite moves at most ~2 GiB per call
+                    n = os.pwrite(fd, data, offset)
+                    data, offset = data[n:], offset + n
+            finally:
+                os.close(fd)
+            if done:
+                faults.point("merge.tensor")
         except OSError as e:
             raise FusevalError(f"{path}: cannot write tensor {name!r}: {e.strerror}") from None
-        self._pending.discard(name)
+        self._written[name] = self._written.get(name, 0) + t.numel()
+        if done:
+            self._pending.discard(name)
 
     def finish(self) -> list[Path]:
         """Check every planned tensor was written and write the index (for more than one shard)."""

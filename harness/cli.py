@@ -80,7 +80,7 @@ def merge(
 
         result = run_merge(cfg, out_dir, config_path=config, options=options, progress=on_tensor)
     console.print(f"wrote {result.out_dir}: {result.n_tensors} tensors, {result.total_bytes / 1e6:.1f} MB in "
-                  f"{len(result.files)} shard(s), {result.seconds:.1f}s")
+                  f"{len(result.files)} shard(s), {result.seconds:.2f}s")
     for f in sorted(p.name for p in result.out_dir.iterdir()):
         console.print(f"  {f}")
 

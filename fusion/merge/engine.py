@@ -5,7 +5,9 @@
 
 Peak memory is about (number of models + 2) × the largest tensor in the compute dtype: inputs are
 read one tensor at a time from memory-mapped files and each result is written at its planned
-offset as soon as it exists.
+offset as soon as it exists. Elementwise methods (linear, task arithmetic) go further on the CPU:
+they read, merge and write each tensor in blocks of BLOCK_NUMEL elements, so their working memory
+is a few blocks and their passes run in cache.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -36,6 +39,9 @@ RECIPE_NAME = "fuseval_recipe.yml"
 WEIGHTS_NAME = "fuseval_merge_weights.json"
 # Methods whose mergekit kernels upcast to float32 whatever `dtype` says.
 FLOAT32_METHODS = {"linear", "slerp"}
+# Elements per block when an elementwise method streams a tensor (4 MiB in float32: the passes of
+# the method over a block stay in the CPU's caches).
+BLOCK_NUMEL = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -163,6 +169,17 @@ def _check_finite(t: torch.Tensor, what: str) -> None:
         raise FusevalError(f"{what} contains NaN or Inf")
 
 
+@contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op thread count set to n for the block, then restored."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def run_merge(cfg: MergeConfig, out_dir: str | Path, *, config_path: str | Path | None = None,
               options: MergeOptions = MergeOptions(),
               progress: Callable[[str, int, int], None] | None = None) -> MergeResult:
@@ -222,46 +239,112 @@ def run_merge(cfg: MergeConfig, out_dir: str | Path, *, config_path: str | Path 
         _check_finite(t, f"{inp.reader.path}: tensor {name!r}")
         return t.to(device)
 
-    def write(p: _TensorPlan, out: torch.Tensor) -> None:
+    narrow: dict[torch.dtype, torch.Tensor] = {}  # the writer thread's block buffer per written dtype
+
+    def write(p: _TensorPlan, out: torch.Tensor, start: int | None) -> None:
         # The result is finite in the compute dtype; a narrower written dtype can still overflow to Inf.
-        t = out.to(p.out_dtype)
+        if start is not None and out.dtype != p.out_dtype:
+            if p.out_dtype not in narrow:
+                narrow[p.out_dtype] = torch.empty(BLOCK_NUMEL, dtype=p.out_dtype)
+            t = narrow[p.out_dtype][:out.numel()].copy_(out)
+        else:
+            t = out.to(p.out_dtype)
         if t.dtype != out.dtype and not _all_finite(t):
             raise FusevalError(f"{source}: merge result for tensor {p.name!r} exceeds the range of "
                                f"{dtype_name(p.out_dtype)} (largest {torch.finfo(p.out_dtype).max:g}); "
                                "write a wider dtype (--dtype / out_dtype)")
-        writer.write(p.name, t)
+        if start is None:
+            writer.write(p.name, t)
+        else:
+            writer.write_block(p.name, t, start)
 
     def load_inputs(p: _TensorPlan):
         if not p.merge:
             return None, None
+        if blockwise:  # map the inputs (MAP_POPULATE takes a while); `blocks` reads them
+            maps = ExitStack()
+            try:
+                return maps, [maps.enter_context(inp.reader.mapped(p.name)) for inp in srcs]
+            except BaseException:
+                maps.close()
+                raise
         return (load(base, p.name) if base else None), [load(inp, p.name) for inp in inputs]
 
-    # A pipeline of three: one thread reads (converts, checks) tensor i+1 and one writes tensor i-1
-    # while tensor i is merged, so reading, computing and writing overlap instead of adding up.
-    # torch, the mmap'd reads and file writes release the GIL; memory grows by one tensor's inputs
-    # and one output. Writes stay in order: each waits for the one before (and raises its error).
-    with (atomic_output_dir(out_dir, force=options.force) as tmp, ThreadPoolExecutor(1, "fuseval-read") as reader,
-          ThreadPoolExecutor(1, "fuseval-write") as write_pool):
+    def merged(p: _TensorPlan, b: torch.Tensor | None, models: list[torch.Tensor],
+               unchecked: list[torch.Tensor] | None = None) -> torch.Tensor:
+        # `unchecked`: the raw inputs, when they were not checked for NaN/Inf before the merge.
+        ctx = TensorContext(p.name, np.random.Generator(np.random.PCG64(_tensor_seed(cfg.seed, p.name))))
+        out = method.fn(b, models, list(p.model_params), p.params, ctx)
+        if not _all_finite(out):
+            for inp, t in zip(srcs, unchecked or []):  # a bad input is the better message
+                _check_finite(t, f"{inp.reader.path}: tensor {p.name!r}")
+            raise FusevalError(f"{source}: merge result ({method.name}) for tensor {p.name!r} contains NaN or Inf")
+        if ctx.notes:
+            diagnostics[p.name] = ctx.notes
+        return out
+
+    srcs = ([base] if base else []) + inputs
+    buffers: list[list[torch.Tensor]] = []  # two sets of per-input block buffers, used in turn
+    turn = 0
+
+    def blocks(p: _TensorPlan, maps: ExitStack, views: list[torch.Tensor]) -> Iterator[tuple[int | None, torch.Tensor]]:
+        # An elementwise method streams each tensor in blocks straight from the page cache (`views`,
+        # mapped by the reader thread): every pass of the method then runs over cache-resident
+        # memory. Blocks are read into two reused sets of buffers (a fresh multi-MB allocation is
+        # page-faulted in by the kernel each time): block k is merged in one set while the writer
+        # thread still holds block k-1's result, which may live in the other (methods may work in
+        # their inputs' memory).
+        nonlocal turn
+        with maps:
+            n = views[0].numel()
+            if n <= BLOCK_NUMEL:  # one block: the tensor in its own shape, in memory of its own
+                yield None, merged_block(p, [v.to(compute) if v.dtype != compute else v.clone() for v in views], views)
+                return
+            if not buffers:
+                buffers.extend([torch.empty(BLOCK_NUMEL, dtype=compute) for _ in srcs] for _ in range(2))
+            flat = [v.reshape(-1) for v in views]
+            for at in range(0, n, BLOCK_NUMEL):
+                turn += 1
+                size = min(BLOCK_NUMEL, n - at)
+                parts = [v[at:at + size] for v in flat]
+                yield at, merged_block(p, [buf[:size].copy_(v) for buf, v in zip(buffers[turn % 2], parts)], parts)
+
+    def merged_block(p: _TensorPlan, loaded: list[torch.Tensor], raw: list[torch.Tensor]) -> torch.Tensor:
+        # Elementwise arithmetic carries a NaN or Inf of any input into the output, so the inputs
+        # are looked at only when the output is not finite (to name the input if it is the cause).
+        return merged(p, loaded[0] if base else None, loaded[1:] if base else loaded, unchecked=raw)
+
+    # A pipeline: one thread reads (converts, checks) tensor i+1 and one writes tensor i-1 while
+    # tensor i is merged, so reading, computing and writing overlap instead of adding up. torch,
+    # the mmap'd reads and file writes release the GIL; memory grows by one tensor's inputs and one
+    # output. Writes stay in order: each waits for the one before (and raises its error).
+    # Elementwise methods on the CPU read as they merge (`blocks`; the reader thread only maps),
+    # and the writer thread writes block k-1 while block k is merged; the two threads split the
+    # cores between their torch ops (block-sized ops gain little from more threads, and two
+    # thread teams on the same cores collide).
+    blockwise = method.elementwise and device.type == "cpu"
+    threads = max(1, torch.get_num_threads() // 2) if blockwise else torch.get_num_threads()
+    with (_torch_threads(threads), atomic_output_dir(out_dir, force=options.force) as tmp,
+          ThreadPoolExecutor(1, "fuseval-read") as reader,
+          ThreadPoolExecutor(1, "fuseval-write", initializer=torch.set_num_threads, initargs=(threads,)) as write_pool):
         writer = ShardedWriter(tmp, [(p.name, p.shape, p.out_dtype) for p in plan], options.shard_bytes,
                                metadata={"fuseval_method": method.name})
         ahead = reader.submit(load_inputs, plan[0]) if plan else None
         written = None
         for i, p in enumerate(plan):
-            b, models = ahead.result()
+            loaded = ahead.result()
             ahead = reader.submit(load_inputs, plan[i + 1]) if i + 1 < len(plan) else None
-            if not p.merge:
-                out = ref.reader.get(p.name)
-            else:
-                ctx = TensorContext(p.name, np.random.Generator(np.random.PCG64(_tensor_seed(cfg.seed, p.name))))
-                out = method.fn(b, models, list(p.model_params), p.params, ctx)
-                del b, models
-                _check_finite(out, f"{source}: merge result ({method.name}) for tensor {p.name!r}")
-                if ctx.notes:
-                    diagnostics[p.name] = ctx.notes
-            if written is not None:
-                written.result()
-            written = write_pool.submit(write, p, out)
-            del out
+            if blockwise and p.merge:
+                pieces = blocks(p, *loaded)
+            else:  # the whole tensor; its inputs are dropped before waiting for the previous write
+                pieces = iter([(None, merged(p, *loaded) if p.merge else ref.reader.get(p.name))])
+            del loaded
+            for at, out in pieces:
+                if written is not None:
+                    written.result()
+                written = write_pool.submit(write, p, out, at)
+                del out
+            del pieces
             if progress:
                 progress(p.name, i + 1, len(plan))
         if written is not None:

@@ -67,6 +67,11 @@ class MergeMethod:
     min_models: int = 1
     max_models: int | None = None
     description: str = ""
+    # Each output entry depends only on the inputs' entries at the same place, and a NaN or Inf in
+    # any of them makes it NaN or Inf (plain +, −, ×, ÷ do). The engine may then call fn on
+    # cache-sized blocks of the flattened tensors instead of whole tensors (same result), and look
+    # for NaN/Inf in the inputs only when the output has some.
+    elementwise: bool = False
 
 
 METHODS: dict[str, MergeMethod] = {}
@@ -74,13 +79,13 @@ METHODS: dict[str, MergeMethod] = {}
 
 def register(name: str, *, model_params: type[Params] = NoParams, global_params: type[Params] = NoParams,
              base: Literal["required", "optional"] = "required", min_models: int = 1,
-             max_models: int | None = None) -> Callable[[Callable], Callable]:
+             max_models: int | None = None, elementwise: bool = False) -> Callable[[Callable], Callable]:
     """Decorator registering a merge function under `name`."""
 
     def deco(fn: Callable) -> Callable:
         doc = (fn.__doc__ or "").strip().splitlines()
         METHODS[name] = MergeMethod(name, fn, model_params, global_params, base, min_models, max_models,
-                                    doc[0] if doc else "")
+                                    doc[0] if doc else "", elementwise)
         return fn
 
     return deco

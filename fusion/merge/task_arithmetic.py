@@ -45,15 +45,22 @@ def combine_deltas(base: torch.Tensor, deltas: list[torch.Tensor], weights: list
     weights = [float(torch.tensor(w, dtype=base.dtype)) for w in weights]
     if consensus and _fused_ok(base, deltas):
         return _consensus_fused(base, deltas, weights, normalize=normalize, lam=lam)
-    mixed = torch.mul(deltas[0], weights[0])
-    for w, d in zip(weights[1:], deltas[1:]):
-        mixed.add_(d, alpha=w)
     if not consensus:
+        # Each product rounded on its own, then summed in order, as mergekit's (w * δ).sum(0): a
+        # fused multiply-add (add_ with alpha) rounds once, and only in torch's vectorized loops, so
+        # results would depend on where a tensor's (or a thread's) range ends. In place: the deltas
+        # are ours.
+        mixed = deltas[0].mul_(weights[0])
+        for w, d in zip(weights[1:], deltas[1:]):
+            mixed.add_(d.mul_(w))
         if normalize:
             total = sum(weights)
             if abs(total) >= 1e-8:  # mergekit's guard: a vanishing weight sum leaves the sum as is
                 mixed.div_(total)
         return mixed.mul_(lam).add_(base)
+    mixed = torch.mul(deltas[0], weights[0])
+    for w, d in zip(weights[1:], deltas[1:]):
+        mixed.add_(d, alpha=w)
     # Elected sign s = ±1 per entry: + where Σ w_i δ_i >= 0. copysign gives -1 only for a sum of
     # -0.0, which arises only when every term is zero, and then no model agrees either way.
     sign = torch.ones_like(base).copysign_(mixed)
@@ -101,7 +108,7 @@ def _consensus_fused(base: torch.Tensor, deltas: list[torch.Tensor], weights: li
     return base if add_base else deltas[0].mul_(lam).add_(base)
 
 
-@register("task_arithmetic", model_params=WeightParams, global_params=TaskArithmeticParams)
+@register("task_arithmetic", model_params=WeightParams, global_params=TaskArithmeticParams, elementwise=True)
 def task_arithmetic(base, models, model_params, params, ctx):
     """θ + λ Σ w_i (φ_i − θ)."""
     return combine_deltas(base, deltas_in_place(base, models), [p.weight for p in model_params], consensus=False,

@@ -87,11 +87,16 @@ def _digest(d: Path) -> dict[str, str]:
 
 
 @pytest.mark.timeout(600)
-def test_merge_killed_at_random_tensors_leaves_nothing_that_looks_complete(tiny_set, tmp_path, rng, write_yaml):
-    cfg = write_yaml({"merge_method": "ties", "base_model": str(tiny_set["base"]),
+@pytest.mark.parametrize("method", ["ties", "linear"])  # whole tensors; blocks (elementwise methods)
+def test_merge_killed_at_random_tensors_leaves_nothing_that_looks_complete(tiny_set, tmp_path, rng, write_yaml,
+                                                                           method):
+    cfg = write_yaml({"merge_method": method, "base_model": str(tiny_set["base"]),
                       "models": [{"model": str(tiny_set["variant1"]), "parameters": {"weight": 1.0, "density": 0.5}},
                                  {"model": str(tiny_set["variant2"]), "parameters": {"weight": 0.5, "density": 0.5}}],
-                      "dtype": "float32"})
+                      "dtype": "float32"} if method == "ties" else
+                     {"merge_method": method, "models": [{"model": str(tiny_set["variant1"]), "parameters": {"weight": 1.0}},
+                                                         {"model": str(tiny_set["variant2"]), "parameters": {"weight": 0.5}}],
+                      "dtype": "float32", "out_dtype": "bfloat16"})
     passes = traced(tmp_path, "merge", cfg, tmp_path / "reference")
     reference = _tensors(tmp_path / "reference")
 

@@ -69,6 +69,46 @@ def test_writer_refuses_unfinished_and_wrong_shape(tmp_path, tensors):
         w.finish()
 
 
+def test_writer_blocks_land_where_the_whole_tensor_would(tmp_path, tensors, monkeypatch):
+    from fusion import faults
+
+    passes = []
+    monkeypatch.setattr(faults, "point", passes.append)
+    (tmp_path / "w").mkdir(), (tmp_path / "b").mkdir()
+    w, b = ShardedWriter(tmp_path / "w", _entries(tensors)), ShardedWriter(tmp_path / "b", _entries(tensors))
+    for n, t in tensors.items():
+        w.write(n, t)
+        flat = t.reshape(-1)
+        for start in reversed(range(0, flat.numel(), 7)):  # any order, a short last block
+            b.write_block(n, flat[start:start + 7], start)
+    assert len(passes) == 2 * len(tensors)  # the failpoint passes once per finished tensor, either way
+    b.finish(), w.finish()
+    assert (tmp_path / "b" / "model.safetensors").read_bytes() == (tmp_path / "w" / "model.safetensors").read_bytes()
+    with pytest.raises(FusevalError, match="does not fit"):
+        b.write_block("b", torch.zeros(10), 295)
+    with pytest.raises(FusevalError, match="does not fit"):
+        b.write_block("a", torch.zeros(2, 2), 0)
+
+
+def test_writer_unfinished_blocks(tmp_path, tensors):
+    w = ShardedWriter(tmp_path, _entries(tensors))
+    for n, t in tensors.items():
+        w.write_block(n, t.reshape(-1)[:1], 0) if n == "b" else w.write(n, t)
+    with pytest.raises(FusevalError, match="never written, e.g. 'b'"):
+        w.finish()
+
+
+def test_mapped_view_reads_the_file_in_place(tmp_path, tensors):
+    save_file({"a": tensors["a"], "b": tensors["b"]}, tmp_path / "model.safetensors")
+    reader = CheckpointReader(tmp_path)
+    with reader.mapped("b") as view:
+        assert torch.equal(view, tensors["b"]) and view.dtype == torch.bfloat16
+        assert torch.equal(view.reshape(-1)[290:], tensors["b"][290:])
+    got = reader.get("a")
+    got.zero_()  # get() returns memory of its own
+    assert torch.equal(reader.get("a"), tensors["a"])
+
+
 def test_reader_errors(tmp_path, tensors):
     save_file({"a": tensors["a"]}, tmp_path / "model-00001-of-00002.safetensors")
     (tmp_path / INDEX_NAME).write_text(json.dumps({"weight_map": {"a": "model-00001-of-00002.safetensors",

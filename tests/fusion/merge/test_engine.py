@@ -233,3 +233,95 @@ def test_lambda_key_is_accepted_and_applied(tiny_set, tmp_path, write_yaml):
     base, v, out = _load(tiny_set["base"]), _load(tiny_set["variant1"]), _load(tmp_path / "out")
     n = "model.layers.1.mlp.down_proj.weight"
     torch.testing.assert_close(out[n], base[n] + 0.5 * (v[n] - base[n]), rtol=1e-6, atol=1e-7)
+
+
+# --- Elementwise methods stream tensors in blocks (engine.BLOCK_NUMEL); the result must not depend on it.
+
+def _whole_tensor_method(monkeypatch, name):
+    """Make `name` run on whole tensors, as non-elementwise methods do."""
+    import dataclasses
+
+    from fusion.merge.registry import METHODS, get_method
+
+    monkeypatch.setitem(METHODS, name, dataclasses.replace(get_method(name), elementwise=False))
+
+
+@pytest.mark.parametrize("method, weights, extra", [
+    ("linear", [0.3, 0.9], {}),
+    ("linear", [0.5, 0.5], {"parameters": {"normalize": False}}),
+    ("task_arithmetic", [0.7, -0.4], {"parameters": {"lambda": 0.8}}),
+])
+@pytest.mark.parametrize("dtypes", [{"dtype": "float32", "out_dtype": "bfloat16"}, {"dtype": "bfloat16"}, {}])
+def test_blocks_give_the_whole_tensor_result_bit_for_bit(tiny_set, tmp_path, monkeypatch, method, weights, extra,
+                                                         dtypes):
+    from fusion.merge import engine
+
+    base = tiny_set["base"] if method == "task_arithmetic" else None
+    models = [(tiny_set[f"variant{i + 1}"], {"weight": w}) for i, w in enumerate(weights)]
+    cfg = _cfg(method, base, models, **extra, **dtypes)
+    sizes = {n: t.numel() for n, t in _load(tiny_set["base"]).items()}
+    monkeypatch.setattr(engine, "BLOCK_NUMEL", 1000)  # most tensors span blocks, most end in a partial one
+    assert sum(n > 1000 for n in sizes.values()) >= 5 and any(n % 1000 for n in sizes.values() if n > 1000)
+    run_merge(cfg, tmp_path / "blocks", options=MergeOptions(shard_bytes=200_000))
+    _whole_tensor_method(monkeypatch, method)
+    run_merge(cfg, tmp_path / "whole", options=MergeOptions(shard_bytes=200_000))
+    for f in sorted(p.name for p in (tmp_path / "whole").glob("*.safetensors")):
+        assert (tmp_path / "blocks" / f).read_bytes() == (tmp_path / "whole" / f).read_bytes(), f
+
+
+def test_linear_rounds_as_mergekit_does(tiny_set, tmp_path, monkeypatch):
+    # (w * φ).sum(0) / Σw in float32, every product rounded on its own (no fused multiply-add),
+    # then rounded once to bfloat16: computed here in numpy, and equal to the bit.
+    import numpy as np
+
+    from fusion.merge import engine
+
+    monkeypatch.setattr(engine, "BLOCK_NUMEL", 1000)
+    w = np.array([0.3, 0.9], dtype=np.float32)
+    cfg = _cfg("linear", None, [(tiny_set["variant1"], {"weight": 0.3}), (tiny_set["variant2"], {"weight": 0.9})],
+               dtype="float32", out_dtype="bfloat16")
+    run_merge(cfg, tmp_path / "out")
+    a, b, out = _load(tiny_set["variant1"]), _load(tiny_set["variant2"]), _load(tmp_path / "out")
+    for n in a:
+        x, y = a[n].float().numpy(), b[n].float().numpy()
+        want = ((x * w[0]) + (y * w[1])) / (w[0] + w[1])
+        assert torch.equal(out[n], torch.from_numpy(want).to(torch.bfloat16)), n
+
+
+@pytest.mark.parametrize("where", ["first block", "last block"])
+def test_nan_in_a_later_block_names_the_input(tiny_set, tmp_path, monkeypatch, where):
+    from fusion.merge import engine
+
+    monkeypatch.setattr(engine, "BLOCK_NUMEL", 1000)
+    name = max(_load(tiny_set["variant2"]).items(), key=lambda kv: kv[1].numel())[0]
+
+    def poison(t):
+        t[name].view(-1)[0 if where == "first block" else -1] = float("nan")
+
+    bad = _copy_with(tiny_set["variant2"], tmp_path / "bad", poison)
+    cfg = _cfg("linear", None, [(tiny_set["variant1"], {"weight": 1.0}), (bad, {"weight": 1.0})])
+    with pytest.raises(FusevalError, match=rf"bad: tensor '{name}' contains NaN or Inf"):
+        run_merge(cfg, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_block_result_too_large_for_the_written_dtype(tiny_set, tmp_path, monkeypatch):
+    from fusion.merge import engine
+
+    monkeypatch.setattr(engine, "BLOCK_NUMEL", 1000)
+    name = max(_load(tiny_set["variant1"]).items(), key=lambda kv: kv[1].numel())[0]
+    big = _copy_with(tiny_set["variant1"], tmp_path / "big", lambda t: t[name].view(-1).__setitem__(-1, 60000.0))
+    cfg = _cfg("linear", None, [(big, {"weight": 1.0}), (big, {"weight": 1.0})], parameters={"normalize": False},
+               dtype="float32", out_dtype="float16")
+    with pytest.raises(FusevalError, match=rf"tensor '{name}' exceeds the range of float16"):
+        run_merge(cfg, tmp_path / "out")
+
+
+def test_torch_thread_count_is_restored(tiny_set, tmp_path):
+    before = torch.get_num_threads()
+    cfg = _cfg("linear", None, [(tiny_set["variant1"], {"weight": 1.0}), (tiny_set["variant2"], {"weight": 1.0})])
+    run_merge(cfg, tmp_path / "out")
+    assert torch.get_num_threads() == before
+    with pytest.raises(FusevalError, match="exists"):
+        run_merge(cfg, tmp_path / "out")
+    assert torch.get_num_threads() == before

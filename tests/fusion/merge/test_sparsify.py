@@ -39,3 +39,16 @@ def test_keep_only_cpu_and_generic_paths_agree():
     keep = np.array([True, False, True, False])
     for t in (torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.bfloat16)):
         assert sparsify.keep_only(t, keep).float().tolist() == [1.0, 0.0, 3.0, 0.0]
+
+
+@pytest.mark.parametrize("n", [10_001, 10_000, 3_999])
+def test_random_drop_in_chunks_draws_what_one_call_draws(monkeypatch, n):
+    # The fused path draws DRAW_CHUNK entries at a time; the kept entries and their values must be
+    # those of one mask drawn for the whole tensor (bernoulli_mask, the reference path).
+    g = torch.Generator().manual_seed(n)
+    delta = torch.randn(n, generator=g)
+    monkeypatch.setattr(sparsify, "DRAW_CHUNK", 1_000)
+    got = sparsify.random_drop(delta.clone(), 0.3, np.random.default_rng(7), "density")
+    keep = sparsify.bernoulli_mask(np.random.default_rng(7), n, 0.3)
+    want = torch.where(torch.from_numpy(keep), delta / 0.3, delta * 0)
+    assert torch.equal(got, want) and 0.25 < keep.mean() < 0.35
