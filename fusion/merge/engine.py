@@ -17,7 +17,7 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -169,17 +169,6 @@ def _check_finite(t: torch.Tensor, what: str) -> None:
         raise FusevalError(f"{what} contains NaN or Inf")
 
 
-@contextmanager
-def _torch_threads(n: int) -> Iterator[None]:
-    """torch's intra-op thread count set to n for the block, then restored."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def run_merge(cfg: MergeConfig, out_dir: str | Path, *, config_path: str | Path | None = None,
               options: MergeOptions = MergeOptions(),
               progress: Callable[[str, int, int], None] | None = None) -> MergeResult:
@@ -319,14 +308,13 @@ def run_merge(cfg: MergeConfig, out_dir: str | Path, *, config_path: str | Path 
     # the mmap'd reads and file writes release the GIL; memory grows by one tensor's inputs and one
     # output. Writes stay in order: each waits for the one before (and raises its error).
     # Elementwise methods on the CPU read as they merge (`blocks`; the reader thread only maps),
-    # and the writer thread writes block k-1 while block k is merged; the two threads split the
-    # cores between their torch ops (block-sized ops gain little from more threads, and two
-    # thread teams on the same cores collide).
+    # and the writer thread writes block k-1 while block k is merged.
     blockwise = method.elementwise and device.type == "cpu"
-    threads = max(1, torch.get_num_threads() // 2) if blockwise else torch.get_num_threads()
-    with (_torch_threads(threads), atomic_output_dir(out_dir, force=options.force) as tmp,
-          ThreadPoolExecutor(1, "fuseval-read") as reader,
-          ThreadPoolExecutor(1, "fuseval-write", initializer=torch.set_num_threads, initargs=(threads,)) as write_pool):
+    # torch's thread count is left alone: giving each thread half the cores (set_num_threads) made
+    # linear ~15% faster, but after it the OpenMP teams of numba's kernels (TIES, DARE) and torch's
+    # collided and every later torch op in the process ran ~100x slower.
+    with (atomic_output_dir(out_dir, force=options.force) as tmp, ThreadPoolExecutor(1, "fuseval-read") as reader,
+          ThreadPoolExecutor(1, "fuseval-write") as write_pool):
         writer = ShardedWriter(tmp, [(p.name, p.shape, p.out_dtype) for p in plan], options.shard_bytes,
                                metadata={"fuseval_method": method.name})
         ahead = reader.submit(load_inputs, plan[0]) if plan else None
