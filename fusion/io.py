@@ -134,6 +134,12 @@ def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:
     return out
 
 
+def own_copy(view: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """`view` (e.g. from CheckpointReader.mapped) copied into memory of its own, in `dtype` if given:
+    one pass from the page cache, converting or plainly copying."""
+    return view.to(dtype) if dtype is not None and dtype != view.dtype else view.clone()
+
+
 class CheckpointReader:
     """Lazy, memory-mapped access to the tensors of a Hugging Face model directory."""
 
@@ -247,8 +253,7 @@ class CheckpointReader:
     def get(self, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
         """Read one tensor into memory of its own, converted to `dtype` if given."""
         with self.mapped(name) as view:
-            # One pass from the page cache into the compute dtype (or a plain copy).
-            return view.to(dtype) if dtype is not None and dtype != view.dtype else view.clone()
+            return own_copy(view, dtype)
 
     def header_hash(self) -> str:
         """A cheap content fingerprint: hash of every tensor's name, dtype, shape and file size."""
@@ -344,7 +349,8 @@ class ShardedWriter:
         t = tensor.detach().to(device="cpu", dtype=dtype).contiguous().reshape(-1)
         data = memoryview(t.view(torch.uint8).numpy()) if t.numel() else memoryview(b"")
         offset = pos + start * dtype.itemsize
-        done = self._written.get(name, 0) + t.numel() >= _numel(shape)
+        written = self._written.get(name, 0) + t.numel()
+        done = written >= _numel(shape)
         try:
             fd = os.open(path, os.O_WRONLY)
             try:
@@ -357,7 +363,7 @@ class ShardedWriter:
                 faults.point("merge.tensor")
         except OSError as e:
             raise FusevalError(f"{path}: cannot write tensor {name!r}: {e.strerror}") from None
-        self._written[name] = self._written.get(name, 0) + t.numel()
+        self._written[name] = written
         if done:
             self._pending.discard(name)
 
