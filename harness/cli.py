@@ -56,6 +56,10 @@ def merge(
     device: str = typer.Option("cpu", "--device", help="Where to compute: cpu or cuda."),
     force: bool = typer.Option(False, "--force", help="Replace OUT_DIR if it exists."),
     seed: int = typer.Option(None, "--seed", help="Seed for random methods (overrides the config's `seed`)."),
+    direct_writes: bool = typer.Option(True, "--direct-writes/--buffered-writes",
+                                       help="Write shards with O_DIRECT, past the page cache, where the file system "
+                                            "allows (the default), or through the page cache (better on slow or "
+                                            "network disks, where the write would wait for the disk)."),
 ) -> None:
     """Merge Hugging Face checkpoints as a recipe says, streaming tensor by tensor."""
     from fusion.merge import MergeOptions, load_merge_config, run_merge
@@ -71,7 +75,7 @@ def merge(
     if seed is not None:
         cfg = cfg.model_copy(update={"seed": seed})
     options = MergeOptions(out_dtype=dtype, shard_bytes=parse_size(shard_size), allow_pickle=allow_pickle,
-                           device=device, force=force)
+                           device=device, force=force, direct_writes=direct_writes)
     with _progress() as prog:
         task = prog.add_task(f"merge ({cfg.merge_method})", total=None)
 

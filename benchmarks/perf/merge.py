@@ -177,14 +177,17 @@ def run_method(i: int, method: str, models: dict, mk: Path | None, work: Path, r
 def io_floor(models: dict) -> dict:
     """Time to read every input byte of the linear merge, cold (evicted first) and warm (best of 2),
     and to write the output's bytes: first time, and best of 2 (the second reuses memory the first
-    freed; on a VM that hands freed memory back to its host, the first write pays to get it back)."""
+    freed; on a VM that hands freed memory back to its host, the first write pays to get it back),
+    and best of 2 with O_DIRECT, past the page cache, as fuseval writes its shards."""
     files = input_files(recipe("linear", models))
     C.evict_files(files)
     nbytes, cold = C.read_files(files)
     warm = min(C.read_files(files)[1] for _ in range(2))
     out_bytes = nbytes // len(recipe("linear", models)["models"])
     writes = [C.write_bytes(C.CACHE / "write-floor.tmp", out_bytes) for _ in range(2)]
-    return {"bytes": nbytes, "cold_s": cold, "warm_s": warm, "write_s": writes[0], "write_warm_s": min(writes)}
+    direct = [C.write_bytes_direct(C.CACHE / "write-floor.tmp", out_bytes) for _ in range(2)]
+    return {"bytes": nbytes, "cold_s": cold, "warm_s": warm, "write_s": writes[0], "write_warm_s": min(writes),
+            "write_direct_s": None if None in direct else min(direct)}
 
 
 def fmt(x: float | None, spec: str = ".1f", suffix: str = "") -> str:
@@ -230,7 +233,8 @@ def report(rows: list[dict], floor: dict, mk_note: str, judged: bool) -> list[di
     lin = next((r["fuseval"] for r in rows if r["method"] == "linear" and r.get("fuseval", {}).get("ok")), None)
     print(f"\nI/O floor (linear inputs, {floor['bytes'] / 1e9:.2f} GB): read warm {floor['warm_s']:.2f}s, "
           f"cold {floor['cold_s']:.2f}s; writing the output's bytes {floor['write_warm_s']:.2f}s "
-          f"({floor['write_s']:.2f}s the first time)")
+          f"({floor['write_s']:.2f}s the first time)"
+          + (f", with O_DIRECT (as fuseval writes) {floor['write_direct_s']:.2f}s" if floor.get("write_direct_s") else ""))
     if lin and lin.get("merge_seconds"):
         t_in, t_wall = lin["merge_seconds"], lin["seconds"]
         print(f"fuseval linear: merge {t_in:.2f}s (process {t_wall:.2f}s with start-up) = "

@@ -6,17 +6,20 @@
 Peak memory is about (number of models + 2) × the largest tensor in the compute dtype: inputs are
 read one tensor at a time from memory-mapped files and each result is written at its planned
 offset as soon as it exists. Elementwise methods (linear, task arithmetic) go further on the CPU:
-they read, merge and write each tensor in blocks of BLOCK_NUMEL elements, so their working memory
-is a few blocks and their passes run in cache.
+parallel merge lanes read, merge and narrow each tensor in tasks of blocks straight into the
+writer's staging ring, so their working memory is a few tasks and their passes run in cache (see
+the pipeline comment in `run_merge`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -29,19 +32,25 @@ from pydantic import ValidationError
 
 from fusion.errors import FusevalError
 from fusion.files import atomic_output_dir, atomic_write_text
-from fusion.io import (DEFAULT_SHARD_BYTES, CheckpointReader, ShardedWriter, copy_model_files, dtype_name,
-                       own_copy, parse_dtype)
+from fusion.io import (DEFAULT_SHARD_BYTES, CheckpointReader, Reservation, ShardedWriter, copy_model_files,
+                       dtype_name, parse_dtype)
 from fusion.merge.config import MergeConfig
 from fusion.merge.params import layer_index, layer_position, resolve
 from fusion.merge.registry import MergeMethod, Params, TensorContext, get_method
+from fusion.threads import lanes, one_core
 
 RECIPE_NAME = "fuseval_recipe.yml"
 WEIGHTS_NAME = "fuseval_merge_weights.json"
 # Methods whose mergekit kernels upcast to float32 whatever `dtype` says.
 FLOAT32_METHODS = {"linear", "slerp"}
-# Elements per block when an elementwise method streams a tensor (4 MiB in float32: the passes of
-# the method over a block stay in the CPU's caches).
+# Elementwise methods stream a tensor in tasks of TASK_NUMEL elements, each merged by one merge
+# lane in blocks of BLOCK_NUMEL (4 MiB in float32: the method's passes over a block stay in the
+# CPU's last-level cache); TASKS_AHEAD tasks per lane are queued, so no lane waits for the main
+# thread. Measured on the 1B benchmark set (2 cores): 2^19..2^20-element blocks in 2^21..2^22
+# tasks were best and about equal; 2^17-element blocks were ~50% slower (per-block overhead).
 BLOCK_NUMEL = 1 << 20
+TASK_NUMEL = 1 << 22
+TASKS_AHEAD = 2
 
 
 @dataclass(frozen=True)
@@ -53,6 +62,7 @@ class MergeOptions:
     allow_pickle: bool = False
     device: str = "cpu"
     force: bool = False
+    direct_writes: bool = True  # O_DIRECT where the file system takes it (fusion.io._DirectStream)
 
 
 @dataclass
@@ -228,29 +238,23 @@ def run_merge(cfg: MergeConfig, out_dir: str | Path, *, config_path: str | Path 
         _check_finite(t, f"{inp.reader.path}: tensor {name!r}")
         return t.to(device)
 
-    narrow: dict[torch.dtype, torch.Tensor] = {}  # the writer thread's block buffer per written dtype
-
-    def write(p: _TensorPlan, out: torch.Tensor, start: int | None) -> None:
+    def overflow(p: _TensorPlan) -> FusevalError:
         # The result is finite in the compute dtype; a narrower written dtype can still overflow to Inf.
-        if start is not None and out.dtype != p.out_dtype:
-            if p.out_dtype not in narrow:
-                narrow[p.out_dtype] = torch.empty(BLOCK_NUMEL, dtype=p.out_dtype)
-            t = narrow[p.out_dtype][:out.numel()].copy_(out)
-        else:
-            t = out.to(p.out_dtype)
+        return FusevalError(f"{source}: merge result for tensor {p.name!r} exceeds the range of "
+                            f"{dtype_name(p.out_dtype)} (largest {torch.finfo(p.out_dtype).max:g}); "
+                            "write a wider dtype (--dtype / out_dtype)")
+
+    def write(p: _TensorPlan, out: torch.Tensor) -> None:
+        # A whole tensor, narrowed to its written dtype here, in the writer thread.
+        t = out.to(p.out_dtype)
         if t.dtype != out.dtype and not _all_finite(t):
-            raise FusevalError(f"{source}: merge result for tensor {p.name!r} exceeds the range of "
-                               f"{dtype_name(p.out_dtype)} (largest {torch.finfo(p.out_dtype).max:g}); "
-                               "write a wider dtype (--dtype / out_dtype)")
-        if start is None:
-            writer.write(p.name, t)
-        else:
-            writer.write_block(p.name, t, start)
+            raise overflow(p)
+        writer.write(p.name, t)
 
     def load_inputs(p: _TensorPlan):
         if not p.merge:
             return None, None
-        if blockwise:  # map the inputs (MAP_POPULATE takes a while); `blocks` reads them
+        if blockwise:  # map the inputs (MAP_POPULATE takes a while); the merge lanes read them
             maps = ExitStack()
             try:
                 return maps, [maps.enter_context(inp.reader.mapped(p.name)) for inp in srcs]
@@ -259,82 +263,115 @@ def run_merge(cfg: MergeConfig, out_dir: str | Path, *, config_path: str | Path 
                 raise
         return (load(base, p.name) if base else None), [load(inp, p.name) for inp in inputs]
 
-    def merged(p: _TensorPlan, b: torch.Tensor | None, models: list[torch.Tensor],
-               unchecked: list[torch.Tensor] | None = None) -> torch.Tensor:
-        # `unchecked`: the raw inputs, when they were not checked for NaN/Inf before the merge.
-        ctx = TensorContext(p.name, np.random.Generator(np.random.PCG64(_tensor_seed(cfg.seed, p.name))))
+    def merged(p: _TensorPlan, b: torch.Tensor | None, models: list[torch.Tensor], check: bool = True) -> torch.Tensor:
+        rng = None if method.elementwise else np.random.Generator(np.random.PCG64(_tensor_seed(cfg.seed, p.name)))
+        ctx = TensorContext(p.name, rng)
         out = method.fn(b, models, list(p.model_params), p.params, ctx)
-        if not _all_finite(out):
-            for inp, t in zip(srcs, unchecked or []):  # a bad input is the better message
-                _check_finite(t, f"{inp.reader.path}: tensor {p.name!r}")
-            raise FusevalError(f"{source}: merge result ({method.name}) for tensor {p.name!r} contains NaN or Inf")
+        if check and not _all_finite(out):
+            not_finite(p, [])
         if ctx.notes:
             diagnostics[p.name] = ctx.notes
         return out
 
+    def not_finite(p: _TensorPlan, unchecked: list[torch.Tensor]) -> None:
+        # `unchecked`: the inputs, when they were not checked for NaN/Inf before the merge.
+        for inp, t in zip(srcs, unchecked):  # a bad input is the better message
+            _check_finite(t, f"{inp.reader.path}: tensor {p.name!r}")
+        raise FusevalError(f"{source}: merge result ({method.name}) for tensor {p.name!r} contains NaN or Inf")
+
     srcs = ([base] if base else []) + inputs
-    buffers: list[list[torch.Tensor]] = []  # two sets of per-input block buffers, used in turn
-    turn = 0
-
-    def blocks(p: _TensorPlan, maps: ExitStack, views: list[torch.Tensor]) -> Iterator[tuple[int | None, torch.Tensor]]:
-        # An elementwise method streams each tensor in blocks straight from the page cache (`views`,
-        # mapped by the reader thread): every pass of the method then runs over cache-resident
-        # memory. Blocks are read into two reused sets of buffers (a fresh multi-MB allocation is
-        # page-faulted in by the kernel each time): block k is merged in one set while the writer
-        # thread still holds block k-1's result, which may live in the other (methods may work in
-        # their inputs' memory).
-        nonlocal turn
-        with maps:
-            n = views[0].numel()
-            if n <= BLOCK_NUMEL:  # one block: the tensor in its own shape, in memory of its own
-                yield None, merged_block(p, [own_copy(v, compute) for v in views], views)
-                return
-            if not buffers:
-                buffers.extend([torch.empty(BLOCK_NUMEL, dtype=compute) for _ in srcs] for _ in range(2))
-            flat = [v.reshape(-1) for v in views]
-            for at in range(0, n, BLOCK_NUMEL):
-                turn += 1
-                size = min(BLOCK_NUMEL, n - at)
-                parts = [v[at:at + size] for v in flat]
-                yield at, merged_block(p, [buf[:size].copy_(v) for buf, v in zip(buffers[turn % 2], parts)], parts)
-
-    def merged_block(p: _TensorPlan, loaded: list[torch.Tensor], raw: list[torch.Tensor]) -> torch.Tensor:
-        # Elementwise arithmetic carries a NaN or Inf of any input into the output, so the inputs
-        # are looked at only when the output is not finite (to name the input if it is the cause).
-        return merged(p, loaded[0] if base else None, loaded[1:] if base else loaded, unchecked=raw)
-
-    # A pipeline: one thread reads (converts, checks) tensor i+1 and one writes tensor i-1 while
-    # tensor i is merged, so reading, computing and writing overlap instead of adding up. torch,
-    # the mmap'd reads and file writes release the GIL; memory grows by one tensor's inputs and one
-    # output. Writes stay in order: each waits for the one before (and raises its error).
-    # Elementwise methods on the CPU read as they merge (`blocks`; the reader thread only maps),
-    # and the writer thread writes block k-1 while block k is merged.
     blockwise = method.elementwise and device.type == "cpu"
-    # torch's thread count is left alone: giving each thread half the cores (set_num_threads) made
-    # linear ~40% faster (1.3–1.4 s instead of ~2.4 s on 1B), but after it the OpenMP teams of numba's kernels (TIES, DARE) and torch's
-    # collided and every later torch op in the process ran ~100x slower.
+    n_lanes = lanes() if blockwise else 1
+    lane_local = threading.local()  # each lane's block buffers, one per input, in the compute dtype
+
+    def merge_task(p: _TensorPlan, parts: list[torch.Tensor], out: torch.Tensor) -> None:
+        # Runs in a merge lane: merges the task's inputs (`parts`, views of the mapped files) into
+        # `out` (room the writer reserved, in the written dtype), BLOCK_NUMEL elements at a time:
+        # each block is read into the lane's buffers, merged there and narrowed into `out`.
+        # Elementwise arithmetic carries a NaN or Inf of any input into the output, and narrowing
+        # keeps them: one look at `out` covers inputs, result and range; only then are the blocks
+        # looked at again, to name the input or the cause.
+        if not hasattr(lane_local, "inputs"):
+            lane_local.inputs = [torch.empty(BLOCK_NUMEL, dtype=compute) for _ in srcs]
+        for at in range(0, out.numel(), BLOCK_NUMEL):
+            out[at:at + BLOCK_NUMEL].copy_(merged_block(p, [v[at:at + BLOCK_NUMEL] for v in parts]))
+        if not _all_finite(out):
+            for at in range(0, out.numel(), BLOCK_NUMEL):
+                block = [v[at:at + BLOCK_NUMEL] for v in parts]
+                if not _all_finite(merged_block(p, block)):
+                    not_finite(p, block)
+            raise overflow(p)
+
+    def merged_block(p: _TensorPlan, parts: list[torch.Tensor]) -> torch.Tensor:
+        loaded = [buf[:v.numel()].copy_(v) for buf, v in zip(lane_local.inputs, parts)]
+        return merged(p, loaded[0] if base else None, loaded[1:] if base else loaded, check=False)
+
+    # A pipeline: one thread reads (maps, or converts and checks) tensor i+1 and one writes tensor
+    # i-1 while tensor i is merged, so reading, computing and writing overlap instead of adding up.
+    # torch, the mmap'd reads and file writes release the GIL. Whole tensors are written in plan
+    # order by the one writer thread, each after the one before (memory grows by one tensor's
+    # inputs and one output).
+    # Elementwise methods on the CPU go further. The reader thread only maps a tensor's inputs. The
+    # main thread cuts the tensor into tasks of TASK_NUMEL elements and reserves each task's room
+    # in the writer's staging ring (in file order); `n_lanes` merge lanes, threads whose torch
+    # operations run on one core each (fusion.threads), merge tasks straight from the page cache
+    # into that room, and the main thread commits finished tasks in order, so the writer sends
+    # them to disk without copying them. One torch thread team spanning the cores (every operation
+    # split, then a barrier) was ~40% slower: the reader and writer threads kept taking a member's core.
+    queue: deque[tuple[Reservation, Future, ExitStack | None]] = deque()  # tasks merging, in file order
+    written: Future | None = None  # the last whole-tensor write
+
+    def hand_off(keep: int) -> None:
+        # Commit finished tasks, oldest first, until `keep` are left merging.
+        while len(queue) > keep:
+            r, fut, maps = queue.popleft()
+            fut.result()
+            if maps is not None:  # the tensor's last task: its inputs are read; unmapping takes a while
+                reader.submit(maps.close)
+            writer.commit(r)
+
+    def merge_tasks(p: _TensorPlan, maps: ExitStack, views: list[torch.Tensor]) -> None:
+        if written is not None:
+            written.result()  # the writer thread is done with the writer
+        flat = [v.reshape(-1) for v in views]
+        n, at = flat[0].numel(), 0
+        while True:  # an empty tensor is one empty task
+            r = writer.reserve(p.name, at, min(TASK_NUMEL, n - at))
+            k = r.out.numel()
+            fut = lanes_pool.submit(merge_task, p, [v[at:at + k] for v in flat], r.out)
+            at += k
+            queue.append((r, fut, maps if at >= n else None))
+            hand_off(TASKS_AHEAD * n_lanes)
+            if at >= n:
+                break
+
+    # Tasks reserved and not yet committed: those merging, and the one being reserved.
+    out_itemsize = max((p.out_dtype.itemsize for p in plan), default=4)
+    open_bytes = (TASKS_AHEAD * n_lanes + 1) * TASK_NUMEL * out_itemsize if blockwise else 0
     with (atomic_output_dir(out_dir, force=options.force) as tmp, ThreadPoolExecutor(1, "fuseval-read") as reader,
-          ThreadPoolExecutor(1, "fuseval-write") as write_pool):
-        writer = ShardedWriter(tmp, [(p.name, p.shape, p.out_dtype) for p in plan], options.shard_bytes,
-                               metadata={"fuseval_method": method.name})
+          ShardedWriter(tmp, [(p.name, p.shape, p.out_dtype) for p in plan], options.shard_bytes,
+                        metadata={"fuseval_method": method.name}, direct=options.direct_writes,
+                        open_bytes=open_bytes) as writer,
+          ThreadPoolExecutor(1, "fuseval-write") as write_pool,
+          ThreadPoolExecutor(n_lanes, "fuseval-merge", initializer=one_core) as lanes_pool):
         ahead = reader.submit(load_inputs, plan[0]) if plan else None
-        written = None
         for i, p in enumerate(plan):
             loaded = ahead.result()
             ahead = reader.submit(load_inputs, plan[i + 1]) if i + 1 < len(plan) else None
             if blockwise and p.merge:
-                pieces = blocks(p, *loaded)
+                merge_tasks(p, *loaded)
             else:  # the whole tensor; its inputs are dropped before waiting for the previous write
-                pieces = iter([(None, merged(p, *loaded) if p.merge else ref.reader.get(p.name))])
-            del loaded
-            for at, out in pieces:
+                hand_off(0)
+                out = merged(p, *loaded) if p.merge else ref.reader.get(p.name)
+                del loaded
                 if written is not None:
                     written.result()
-                written = write_pool.submit(write, p, out, at)
+                written = write_pool.submit(write, p, out)
                 del out
-            del pieces
+            loaded = None
             if progress:
                 progress(p.name, i + 1, len(plan))
+        hand_off(0)
         if written is not None:
             written.result()
         files = writer.finish()

@@ -44,8 +44,9 @@ class TensorContext:
 
     name: str
     # numpy's PCG64 draws uniforms ~2x faster than torch's CPU generator, and masks drawn on the
-    # host are the same whichever device computes the merge.
-    rng: np.random.Generator
+    # host are the same whichever device computes the merge. None for elementwise methods: their
+    # result at an entry depends on the inputs' entries there and nothing else (they run in blocks).
+    rng: np.random.Generator | None
     notes: dict[str, Any] = field(default_factory=dict)
 
     def note(self, **values: Any) -> None:

@@ -235,7 +235,21 @@ def test_lambda_key_is_accepted_and_applied(tiny_set, tmp_path, write_yaml):
     torch.testing.assert_close(out[n], base[n] + 0.5 * (v[n] - base[n]), rtol=1e-6, atol=1e-7)
 
 
-# --- Elementwise methods stream tensors in blocks (engine.BLOCK_NUMEL); the result must not depend on it.
+# --- Elementwise methods stream tensors in tasks of blocks (engine.TASK_NUMEL, engine.BLOCK_NUMEL),
+# merged by parallel lanes into the writer's staging ring; the result must not depend on any of it.
+
+def _small_blocks(monkeypatch, lanes=None):
+    """Blocks of 1000 elements in tasks of 2500 (so most tasks end in a partial block), staging
+    chunks of 16 KiB (so the ring wraps often and tasks are cut where it does)."""
+    from fusion import io
+    from fusion.merge import engine
+
+    monkeypatch.setattr(engine, "BLOCK_NUMEL", 1000)
+    monkeypatch.setattr(engine, "TASK_NUMEL", 2500)
+    monkeypatch.setattr(io, "STAGE_BYTES", 16384)
+    if lanes is not None:
+        monkeypatch.setattr(engine, "lanes", lambda: lanes)
+
 
 def _whole_tensor_method(monkeypatch, name):
     """Make `name` run on whole tensors, as non-elementwise methods do."""
@@ -252,21 +266,40 @@ def _whole_tensor_method(monkeypatch, name):
     ("task_arithmetic", [0.7, -0.4], {"parameters": {"lambda": 0.8}}),
 ])
 @pytest.mark.parametrize("dtypes", [{"dtype": "float32", "out_dtype": "bfloat16"}, {"dtype": "bfloat16"}, {}])
+@pytest.mark.parametrize("lanes, direct", [(3, True), (1, False)])
 def test_blocks_give_the_whole_tensor_result_bit_for_bit(tiny_set, tmp_path, monkeypatch, method, weights, extra,
-                                                         dtypes):
-    from fusion.merge import engine
-
+                                                         dtypes, lanes, direct):
     base = tiny_set["base"] if method == "task_arithmetic" else None
     models = [(tiny_set[f"variant{i + 1}"], {"weight": w}) for i, w in enumerate(weights)]
     cfg = _cfg(method, base, models, **extra, **dtypes)
     sizes = {n: t.numel() for n, t in _load(tiny_set["base"]).items()}
-    monkeypatch.setattr(engine, "BLOCK_NUMEL", 1000)  # most tensors span blocks, most end in a partial one
-    assert sum(n > 1000 for n in sizes.values()) >= 5 and any(n % 1000 for n in sizes.values() if n > 1000)
-    run_merge(cfg, tmp_path / "blocks", options=MergeOptions(shard_bytes=200_000))
+    _small_blocks(monkeypatch, lanes)  # 3 lanes on a 2-core machine: tasks finish out of order
+    assert sum(n > 2500 for n in sizes.values()) >= 5 and any(n % 1000 for n in sizes.values() if n > 2500)
+    options = MergeOptions(shard_bytes=200_000, direct_writes=direct)  # tasks stream into 3+ files
+    run_merge(cfg, tmp_path / "blocks", options=options)
     _whole_tensor_method(monkeypatch, method)
-    run_merge(cfg, tmp_path / "whole", options=MergeOptions(shard_bytes=200_000))
-    for f in sorted(p.name for p in (tmp_path / "whole").glob("*.safetensors")):
+    run_merge(cfg, tmp_path / "whole", options=MergeOptions(shard_bytes=200_000, direct_writes=False))
+    files = sorted(p.name for p in (tmp_path / "whole").glob("*.safetensors"))
+    assert len(files) >= 3
+    for f in files:
         assert (tmp_path / "blocks" / f).read_bytes() == (tmp_path / "whole" / f).read_bytes(), f
+
+
+def test_whole_tensors_between_streamed_ones(tiny_set, tmp_path, monkeypatch):
+    # A tensor that is not merged (integers: copied from the first model) goes through the writer
+    # thread between tasks that stream through the ring; every byte must still land in place.
+    def add_ids(t):
+        t["model.position_ids"] = torch.arange(4099, dtype=torch.int64)
+
+    v1 = _copy_with(tiny_set["variant1"], tmp_path / "v1", add_ids)
+    v2 = _copy_with(tiny_set["variant2"], tmp_path / "v2", add_ids)
+    cfg = _cfg("linear", None, [(v1, {"weight": 0.3}), (v2, {"weight": 0.9})], dtype="float32", out_dtype="bfloat16")
+    _small_blocks(monkeypatch, lanes=2)
+    run_merge(cfg, tmp_path / "blocks")
+    _whole_tensor_method(monkeypatch, "linear")
+    run_merge(cfg, tmp_path / "whole", options=MergeOptions(direct_writes=False))
+    assert (tmp_path / "blocks" / "model.safetensors").read_bytes() == (tmp_path / "whole" / "model.safetensors").read_bytes()
+    assert torch.equal(_load(tmp_path / "blocks")["model.position_ids"], torch.arange(4099))
 
 
 def test_linear_rounds_as_mergekit_does(tiny_set, tmp_path, monkeypatch):
@@ -274,9 +307,7 @@ def test_linear_rounds_as_mergekit_does(tiny_set, tmp_path, monkeypatch):
     # then rounded once to bfloat16: computed here in numpy, and equal to the bit.
     import numpy as np
 
-    from fusion.merge import engine
-
-    monkeypatch.setattr(engine, "BLOCK_NUMEL", 1000)
+    _small_blocks(monkeypatch)
     w = np.array([0.3, 0.9], dtype=np.float32)
     cfg = _cfg("linear", None, [(tiny_set["variant1"], {"weight": 0.3}), (tiny_set["variant2"], {"weight": 0.9})],
                dtype="float32", out_dtype="bfloat16")
@@ -290,9 +321,7 @@ def test_linear_rounds_as_mergekit_does(tiny_set, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("where", ["first block", "last block"])
 def test_nan_in_a_later_block_names_the_input(tiny_set, tmp_path, monkeypatch, where):
-    from fusion.merge import engine
-
-    monkeypatch.setattr(engine, "BLOCK_NUMEL", 1000)
+    _small_blocks(monkeypatch)
     name = max(_load(tiny_set["variant2"]).items(), key=lambda kv: kv[1].numel())[0]
 
     def poison(t):
@@ -306,9 +335,7 @@ def test_nan_in_a_later_block_names_the_input(tiny_set, tmp_path, monkeypatch, w
 
 
 def test_block_result_too_large_for_the_written_dtype(tiny_set, tmp_path, monkeypatch):
-    from fusion.merge import engine
-
-    monkeypatch.setattr(engine, "BLOCK_NUMEL", 1000)
+    _small_blocks(monkeypatch)
     name = max(_load(tiny_set["variant1"]).items(), key=lambda kv: kv[1].numel())[0]
     big = _copy_with(tiny_set["variant1"], tmp_path / "big", lambda t: t[name].view(-1).__setitem__(-1, 60000.0))
     cfg = _cfg("linear", None, [(big, {"weight": 1.0}), (big, {"weight": 1.0})], parameters={"normalize": False},
@@ -320,10 +347,18 @@ def test_block_result_too_large_for_the_written_dtype(tiny_set, tmp_path, monkey
 def test_merges_leave_torch_threads_alone(tiny_set, tmp_path, monkeypatch):
     # A merge that called torch.set_num_threads (to split cores between its threads) left the
     # process with torch ops ~100x slower once a numba kernel (TIES) had run: their OpenMP teams
-    # collided. So no merge may touch the thread count.
+    # collided. So no merge may touch the thread count; the merge lanes set their own team size
+    # only, and it goes with them.
+    import threading
+
     calls = []
+    before = torch.get_num_threads()
     monkeypatch.setattr(torch, "set_num_threads", calls.append)
     models = [(tiny_set["variant1"], {"weight": 1.0, "density": 0.5}), (tiny_set["variant2"], {"weight": 1.0, "density": 0.5})]
     run_merge(_cfg("linear", None, [(m, {"weight": 1.0}) for m, _ in models]), tmp_path / "linear")
     run_merge(_cfg("ties", tiny_set["base"], models), tmp_path / "ties")
     assert calls == []
+    seen = []
+    t = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    t.start(), t.join()
+    assert torch.get_num_threads() == before and seen == [before]
