@@ -22,12 +22,14 @@ see `_Stream` for why and for the fallback.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import mmap
 import os
 import shutil
 import struct
+import threading
 import warnings
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -323,6 +325,8 @@ class _Stream:
         # OSError (EINVAL) from a file system without direct I/O: the caller falls back to plain.
         self.fd = os.open(path, os.O_WRONLY | (os.O_DIRECT if direct else 0))
         self.direct = direct
+        self.plain_fd = -1  # where direct writes go if the file system takes O_DIRECT opens but not writes
+        self.lock = threading.Lock()
         # Open reservations of `open_bytes` span at most ceil(open_bytes / STAGE_BYTES) + 1 chunks,
         # and a chunk is reused only once written: one slot more for that, one for a write in flight.
         self.slots = max(3, -(-open_bytes // STAGE_BYTES) + 2)
@@ -360,7 +364,7 @@ class _Stream:
         self.committed += nbytes
         while (self.flushed + 1) * STAGE_BYTES <= self.committed:
             k = self.flushed % self.slots
-            self.busy[k] = self.pool.submit(_pwrite_all, self.fd, memoryview(self.ring)[k * STAGE_BYTES:(k + 1) * STAGE_BYTES],
+            self.busy[k] = self.pool.submit(self._write, memoryview(self.ring)[k * STAGE_BYTES:(k + 1) * STAGE_BYTES],
                                             self.flushed * STAGE_BYTES)
             self.flushed += 1
 
@@ -372,6 +376,17 @@ class _Stream:
             self.reserve(n)[0][:] = src[:n]
             self.commit(n)
             src = src[n:]
+
+    def _write(self, data: memoryview, offset: int) -> None:
+        try:
+            _pwrite_all(self.plain_fd if self.plain_fd >= 0 else self.fd, data, offset)
+        except OSError as e:
+            if not (self.direct and e.errno == errno.EINVAL):
+                raise
+            with self.lock:  # the file system refuses direct writes after all: plain ones from now on
+                if self.plain_fd < 0:
+                    self.plain_fd = os.open(self.path, os.O_WRONLY)
+            _pwrite_all(self.plain_fd, data, offset)
 
     def _wait(self, k: int) -> None:
         if self.busy[k] is not None:
@@ -386,7 +401,7 @@ class _Stream:
                 k = self.flushed % self.slots
                 length = -(-tail // DIRECT_ALIGN) * DIRECT_ALIGN if self.direct else tail
                 self.mem[k * STAGE_BYTES + tail:k * STAGE_BYTES + length] = 0
-                _pwrite_all(self.fd, memoryview(self.ring)[k * STAGE_BYTES:k * STAGE_BYTES + length], self.flushed * STAGE_BYTES)
+                self._write(memoryview(self.ring)[k * STAGE_BYTES:k * STAGE_BYTES + length], self.flushed * STAGE_BYTES)
                 if self.flushed * STAGE_BYTES + length > self.size:
                     os.ftruncate(self.fd, self.size)
             for k in range(self.slots):
@@ -399,9 +414,10 @@ class _Stream:
         for f in filter(None, self.busy):
             f.exception()
         self.busy = [None] * self.slots
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
+        for fd in (self.fd, self.plain_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.fd = self.plain_fd = -1
         self.mem = np.empty(0, dtype=np.uint8)
         try:
             self.ring.close()

@@ -188,6 +188,35 @@ def test_streams_fall_back_to_plain_writes(tmp_path, big_tensors, small_chunks, 
         w.finish()
         assert not w._direct
     assert (tmp_path / "n" / "model.safetensors").read_bytes() == want["model.safetensors"]
+    # One that takes O_DIRECT opens but refuses the writes: each stream switches to plain writes.
+    direct_fds, refused, real_pwrite = set(), [], io.os.pwrite
+
+    def open_direct(path, flags, *a):
+        fd = real_open(path, flags, *a)
+        if flags & getattr(io.os, "O_DIRECT", 0):
+            direct_fds.add(fd)
+        return fd
+
+    def refuse_direct(fd, data, offset):
+        if fd in direct_fds:
+            refused.append(fd)
+            raise OSError(22, "Invalid argument")
+        return real_pwrite(fd, data, offset)
+
+    def close(fd, real_close=io.os.close):
+        direct_fds.discard(fd)  # the number may be reused
+        real_close(fd)
+
+    monkeypatch.setattr(io.os, "open", open_direct)
+    monkeypatch.setattr(io.os, "pwrite", refuse_direct)
+    monkeypatch.setattr(io.os, "close", close)
+    (tmp_path / "p").mkdir()
+    with ShardedWriter(tmp_path / "p", _entries(big_tensors)) as w:
+        for n, t in big_tensors.items():
+            w.write(n, t)
+        w.finish()
+    assert (tmp_path / "p" / "model.safetensors").read_bytes() == want["model.safetensors"]
+    assert refused or not hasattr(io.os, "O_DIRECT")
 
 
 def test_reservations_out_of_order_still_land(tmp_path, big_tensors, small_chunks):

@@ -71,6 +71,18 @@ def test_cli_shard_size_and_force(tiny_set, tmp_path, write_yaml):
     assert fuseval("merge", cfg, out, "--force").returncode == 0
 
 
+@pytest.mark.parametrize("method", ["linear", "ties"])
+def test_cli_buffered_writes_write_the_same_bytes(method, tiny_set, tmp_path, write_yaml):
+    cfg = write_yaml(_config(method, tiny_set))
+    for flag in ("--direct-writes", "--buffered-writes"):
+        r = fuseval("merge", cfg, tmp_path / flag, "--shard-size", "200KB", flag)
+        assert r.returncode == 0, r.stderr
+    files = sorted(p.name for p in (tmp_path / "--direct-writes").glob("*.safetensors"))
+    assert len(files) > 1
+    for f in files:
+        assert (tmp_path / "--direct-writes" / f).read_bytes() == (tmp_path / "--buffered-writes" / f).read_bytes(), f
+
+
 def _assert_one_line_error(r, *fragments):
     assert r.returncode == 1, (r.returncode, r.stderr)
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
