@@ -180,14 +180,17 @@ def test_streams_fall_back_to_plain_writes(tmp_path, big_tensors, small_chunks, 
             raise OSError(22, "Invalid argument")
         return real_open(path, flags, *a)
 
+    def write_all(out):
+        out.mkdir()
+        with ShardedWriter(out, _entries(big_tensors)) as w:
+            for n, t in big_tensors.items():
+                w.write(n, t)
+            w.finish()
+        assert (out / "model.safetensors").read_bytes() == want["model.safetensors"]
+        return w
+
     monkeypatch.setattr(io.os, "open", no_direct)
-    (tmp_path / "n").mkdir()
-    with ShardedWriter(tmp_path / "n", _entries(big_tensors)) as w:
-        for n, t in big_tensors.items():
-            w.write(n, t)
-        w.finish()
-        assert not w._direct
-    assert (tmp_path / "n" / "model.safetensors").read_bytes() == want["model.safetensors"]
+    assert not write_all(tmp_path / "n")._direct
     # One that takes O_DIRECT opens but refuses the writes: each stream switches to plain writes.
     direct_fds, refused, real_pwrite = set(), [], io.os.pwrite
 
@@ -210,12 +213,7 @@ def test_streams_fall_back_to_plain_writes(tmp_path, big_tensors, small_chunks, 
     monkeypatch.setattr(io.os, "open", open_direct)
     monkeypatch.setattr(io.os, "pwrite", refuse_direct)
     monkeypatch.setattr(io.os, "close", close)
-    (tmp_path / "p").mkdir()
-    with ShardedWriter(tmp_path / "p", _entries(big_tensors)) as w:
-        for n, t in big_tensors.items():
-            w.write(n, t)
-        w.finish()
-    assert (tmp_path / "p" / "model.safetensors").read_bytes() == want["model.safetensors"]
+    write_all(tmp_path / "p")
     assert refused or not hasattr(io.os, "O_DIRECT")
 
 
