@@ -6,6 +6,7 @@
     with atomic_output_dir("out") as tmp:
         w = ShardedWriter(tmp, [(name, shape, dtype), ...], max_shard_bytes=5 * 10**9)
         w.write(name, tensor) ...; w.finish()      # or piece by piece: w.write_block(name, block, start)
+        r = w.reserve(name, start, n); r.out.copy_(x); w.commit(r)   # or computed straight into its room
 
 The reader maps one tensor's byte range at a time, converts it straight into the requested dtype
 and unmaps it, so only the tensors in use count toward resident memory (a file mapped for a whole
@@ -15,9 +16,9 @@ The writer knows every output tensor's name, shape and dtype before the first by
 execute second), so it lays out each shard's safetensors header up front and writes each tensor's
 bytes at its offset when it is produced: peak memory is one tensor, not one shard or one model.
 
-Where the OS and file system allow it, bytes that come in file order go to disk with O_DIRECT,
-through a few aligned staging chunks written in the background, instead of through the page cache:
-see `_Stream` for why and for the fallback.
+Bytes that come in file order are staged in a ring of chunks written in the background, with
+O_DIRECT (past the page cache) where the OS and file system allow it: see `_Stream` for why, and
+`ShardedWriter` for the fallbacks.
 """
 
 from __future__ import annotations
@@ -441,8 +442,9 @@ class ShardedWriter:
 
     Tensors (or blocks of them) may come in any order. Bytes that come in file order, as a merge
     writes them, go through a `_Stream`: staged in a ring and written chunk by chunk in the
-    background, with O_DIRECT when `direct` is on and the file system takes it. The first write
-    out of order ends a file's stream and the rest of that file is written with plain writes.
+    background, with O_DIRECT when `direct` is on and the file system takes it (one that refuses
+    it, at open or at the first write, gets plain writes). The first write out of order ends a
+    file's stream and the rest of that file is written with plain writes.
     A producer that computes in file order can also `reserve` room in the ring, fill it (from
     any thread) and `commit` it, so its results are never copied on the way to the disk.
     Use as a context manager (or call `close`) so an aborted write closes its files.

@@ -17,8 +17,8 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -62,7 +62,7 @@ class MergeOptions:
     allow_pickle: bool = False
     device: str = "cpu"
     force: bool = False
-    direct_writes: bool = True  # O_DIRECT where the file system takes it (fusion.io._DirectStream)
+    direct_writes: bool = True  # O_DIRECT where the file system takes it (fusion.io._Stream)
 
 
 @dataclass
@@ -317,7 +317,7 @@ def run_merge(cfg: MergeConfig, out_dir: str | Path, *, config_path: str | Path 
     # operations run on one core each (fusion.threads), merge tasks straight from the page cache
     # into that room, and the main thread commits finished tasks in order, so the writer sends
     # them to disk without copying them. One torch thread team spanning the cores (every operation
-    # split, then a barrier) was ~40% slower: the reader and writer threads kept taking a member's core.
+    # split, then a barrier) was ~30% slower: the reader and writer threads kept taking a member's core.
     queue: deque[tuple[Reservation, Future, ExitStack | None]] = deque()  # tasks merging, in file order
     written: Future | None = None  # the last whole-tensor write
 
