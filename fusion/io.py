@@ -298,6 +298,19 @@ def plan_shards(entries: list[tuple[str, tuple[int, ...], torch.dtype]], max_sha
     return shards
 
 
+def _anonymous_map(nbytes: int) -> mmap.mmap:
+    """Page-aligned memory (as O_DIRECT needs), in huge pages where the kernel allows: a few faults
+    instead of one per 4 KiB when first touched, and cheaper pinning for direct writes. For the
+    staging ring of the 1B linear merge, 0.10-0.17 s faster in 3 of 3 alternating pairs of runs."""
+    m = mmap.mmap(-1, nbytes)
+    if hasattr(mmap, "MADV_HUGEPAGE"):
+        try:
+            m.madvise(mmap.MADV_HUGEPAGE)
+        except OSError:  # a kernel without transparent huge pages
+            pass
+    return m
+
+
 def _pwrite_all(fd: int, data: memoryview, offset: int) -> None:
     while data:  # pwrite moves at most ~2 GiB per call, and may move less
         n = os.pwrite(fd, data, offset)
@@ -331,7 +344,7 @@ class _Stream:
         # Open reservations of `open_bytes` span at most ceil(open_bytes / STAGE_BYTES) + 1 chunks,
         # and a chunk is reused only once written: one slot more for that, one for a write in flight.
         self.slots = max(3, -(-open_bytes // STAGE_BYTES) + 2)
-        self.ring = mmap.mmap(-1, self.slots * STAGE_BYTES)  # anonymous maps are page-aligned
+        self.ring = _anonymous_map(self.slots * STAGE_BYTES)
         self.mem = np.frombuffer(self.ring, dtype=np.uint8)
         self.owner = [-1] * self.slots  # the file chunk each slot holds
         self.busy: list[Future | None] = [None] * self.slots  # the write of that chunk
