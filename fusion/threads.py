@@ -27,19 +27,24 @@ _OPENMP_LIBS = ("libgomp", "libiomp5", "libomp")  # GNU (torch's Linux wheels), 
 
 @cache
 def _openmp() -> ctypes.CDLL | None:
-    """The OpenMP runtime already loaded into this process (torch's), or None."""
+    """torch's OpenMP runtime, already loaded into this process, or None.
+
+    There can be two: torch's wheels bring their own libgomp, and numba's OpenMP threading layer
+    (TIES, DARE) loads the system's. The one inside torch's package comes first; `lanes` checks
+    that the choice works.
+    """
     try:
         maps = Path("/proc/self/maps").read_text()
     except OSError:  # not Linux
         return None
+    torch_dir = str(Path(torch.__file__).resolve().parent) + "/"
     paths = {line.split()[-1] for line in maps.splitlines() if "/" in line}
-    for lib in _OPENMP_LIBS:
-        for path in sorted(paths):
-            if Path(path).name.startswith(lib + "."):
-                try:
-                    return ctypes.CDLL(path)  # already loaded: the same library, not a second copy
-                except OSError:
-                    continue
+    found = [p for p in paths if any(Path(p).name.startswith(lib + ".") for lib in _OPENMP_LIBS)]
+    for path in sorted(found, key=lambda p: (not p.startswith(torch_dir), p)):
+        try:
+            return ctypes.CDLL(path)  # already loaded: the same library, not a second copy
+        except OSError:
+            continue
     return None
 
 
