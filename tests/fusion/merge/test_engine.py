@@ -286,20 +286,34 @@ def test_blocks_give_the_whole_tensor_result_bit_for_bit(tiny_set, tmp_path, mon
 
 
 def test_whole_tensors_between_streamed_ones(tiny_set, tmp_path, monkeypatch):
-    # A tensor that is not merged (integers: copied from the first model) goes through the writer
-    # thread between tasks that stream through the ring; every byte must still land in place.
-    def add_ids(t):
-        t["model.position_ids"] = torch.arange(4099, dtype=torch.int64)
+    # Tensors that are not merged (integers: copied from the first model) go through the writer
+    # thread before, between and after tasks that stream through the ring; every byte must still
+    # land in place. The inputs are written in that order (safetensors' save_file would sort).
+    from fusion.io import ShardedWriter
 
-    v1 = _copy_with(tiny_set["variant1"], tmp_path / "v1", add_ids)
-    v2 = _copy_with(tiny_set["variant2"], tmp_path / "v2", add_ids)
+    def with_ids(src, dst):
+        shutil.copytree(src, dst)
+        t = load_file(dst / "model.safetensors")
+        names = list(t)
+        for at, n in ((len(names), "z.ids"), (len(names) // 2, "m.ids"), (0, "a.ids")):
+            t[n] = torch.arange(4099 + at, dtype=torch.int64)
+            names.insert(at, n)
+        (dst / "model.safetensors").unlink()
+        with ShardedWriter(dst, [(n, tuple(t[n].shape), t[n].dtype) for n in names], direct=False) as w:
+            for n in names:
+                w.write(n, t[n])
+            w.finish()
+        return dst
+
+    v1, v2 = with_ids(tiny_set["variant1"], tmp_path / "v1"), with_ids(tiny_set["variant2"], tmp_path / "v2")
     cfg = _cfg("linear", None, [(v1, {"weight": 0.3}), (v2, {"weight": 0.9})], dtype="float32", out_dtype="bfloat16")
     _small_blocks(monkeypatch, lanes=2)
     run_merge(cfg, tmp_path / "blocks")
     _whole_tensor_method(monkeypatch, "linear")
     run_merge(cfg, tmp_path / "whole", options=MergeOptions(direct_writes=False))
     assert (tmp_path / "blocks" / "model.safetensors").read_bytes() == (tmp_path / "whole" / "model.safetensors").read_bytes()
-    assert torch.equal(_load(tmp_path / "blocks")["model.position_ids"], torch.arange(4099))
+    out = _load(tmp_path / "blocks")
+    assert [torch.equal(out[n], load_file(v1 / "model.safetensors")[n]) for n in ("a.ids", "m.ids", "z.ids")] == [True] * 3
 
 
 def test_linear_rounds_as_mergekit_does(tiny_set, tmp_path, monkeypatch):
