@@ -145,12 +145,6 @@ def read_safetensors_header(path: Path) -> dict[str, TensorInfo]:
     return out
 
 
-def own_copy(view: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
-    """`view` (e.g. from CheckpointReader.mapped) copied into memory of its own, in `dtype` if given:
-    one pass from the page cache, converting or plainly copying."""
-    return view.to(dtype) if dtype is not None and dtype != view.dtype else view.clone()
-
-
 class CheckpointReader:
     """Lazy, memory-mapped access to the tensors of a Hugging Face model directory."""
 
@@ -264,7 +258,8 @@ class CheckpointReader:
     def get(self, name: str, dtype: torch.dtype | None = None) -> torch.Tensor:
         """Read one tensor into memory of its own, converted to `dtype` if given."""
         with self.mapped(name) as view:
-            return own_copy(view, dtype)
+            # One pass from the page cache into the compute dtype (or a plain copy).
+            return view.to(dtype) if dtype is not None and dtype != view.dtype else view.clone()
 
     def header_hash(self) -> str:
         """A cheap content fingerprint: hash of every tensor's name, dtype, shape and file size."""
@@ -378,8 +373,7 @@ class _Stream:
         self.committed += nbytes
         while (self.flushed + 1) * STAGE_BYTES <= self.committed:
             k = self.flushed % self.slots
-            self.busy[k] = self.pool.submit(self._write, memoryview(self.ring)[k * STAGE_BYTES:(k + 1) * STAGE_BYTES],
-                                            self.flushed * STAGE_BYTES)
+            self.busy[k] = self.pool.submit(self._write, self._chunk(k, STAGE_BYTES), self.flushed * STAGE_BYTES)
             self.flushed += 1
 
     def put(self, data: memoryview) -> None:
@@ -390,6 +384,10 @@ class _Stream:
             self.reserve(n)[0][:] = src[:n]
             self.commit(n)
             src = src[n:]
+
+    def _chunk(self, k: int, length: int) -> memoryview:
+        """The first `length` bytes of ring slot `k`."""
+        return memoryview(self.ring)[k * STAGE_BYTES:k * STAGE_BYTES + length]
 
     def _write(self, data: memoryview, offset: int) -> None:
         try:
@@ -415,7 +413,7 @@ class _Stream:
                 k = self.flushed % self.slots
                 length = -(-tail // DIRECT_ALIGN) * DIRECT_ALIGN if self.direct else tail
                 self.mem[k * STAGE_BYTES + tail:k * STAGE_BYTES + length] = 0
-                self._write(memoryview(self.ring)[k * STAGE_BYTES:k * STAGE_BYTES + length], self.flushed * STAGE_BYTES)
+                self._write(self._chunk(k, length), self.flushed * STAGE_BYTES)
                 if self.flushed * STAGE_BYTES + length > self.size:
                     os.ftruncate(self.fd, self.size)
             for k in range(self.slots):
@@ -565,8 +563,7 @@ class ShardedWriter:
                     piece[:], src = src[:len(piece)], src[len(piece):]
             s.commit(sum(len(piece) for piece in r._ring))
             self._count(r.name, r.out.numel())
-            if s.committed == self._sizes[path]:
-                self._end_stream(path)
+            self._end_if_complete(path)
         except OSError as e:
             raise FusevalError(f"{path}: cannot write tensor {r.name!r}: {e.strerror}") from None
 
@@ -628,7 +625,10 @@ class ShardedWriter:
                 os.close(fd)
             return
         s.put(data)
-        if s.committed == self._sizes[path]:
+        self._end_if_complete(path)
+
+    def _end_if_complete(self, path: Path) -> None:
+        if self._streams[path].committed == self._sizes[path]:
             self._end_stream(path)
 
     def _end_stream(self, path: Path) -> None:
