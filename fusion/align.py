@@ -38,8 +38,8 @@ import numpy as np
 from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
-from fusion.errors import FusevalError
-from fusion.files import atomic_output_dir, atomic_write_text
+from fusion.common.errors import FusevalError
+from fusion.common.files import atomic_output_dir, atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fusion.errors import FusevalError
+from fusion.common.errors import FusevalError
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,9 @@ import numpy as np
 import torch
 
 from fusion.chat import encode_chat, load_tokenizer
-from fusion.errors import FusevalError
-from fusion import faults
-from fusion.files import atomic_write_text
+from fusion.common import faults
+from fusion.common.errors import FusevalError
+from fusion.common.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from fusion.errors import FusevalError
+from fusion.common.errors import FusevalError
 
 _NAMES = ["Ada", "Bo", "Cy", "Dee", "Eli", "Fay", "Gus", "Hal", "Ida", "Jo", "Kim", "Lu", "Max", "Ned", "Ola", "Pip"]
 _CITIES = ["Lima", "Oslo", "Rome", "Kyiv", "Nice", "Bern", "Doha", "Riga", "Baku", "Hue", "Cork", "Pune"]

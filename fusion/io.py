@@ -40,9 +40,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from fusion.errors import FusevalError
-from fusion import faults
-from fusion.files import atomic_write_text
+
+from fusion.common import faults
+from fusion.common.errors import FusevalError
+from fusion.common.files import atomic_write_text
 
 SAFETENSORS_DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,

@@ -29,11 +29,18 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from fusion import align
 from fusion.chat import encode_chat, load_tokenizer
-from fusion.distill import (FUSION_FUNCTIONS, Candidate, TeacherRecord, TeacherStore, extract_teachers, record_key,
-                            topk_probs)
-from fusion.configfile import read_yaml, validate_config
-from fusion.errors import FusevalError
-from fusion.files import atomic_output_dir, atomic_write_text
+from fusion.common.configfile import read_yaml, validate_config
+from fusion.common.errors import FusevalError
+from fusion.common.files import atomic_output_dir, atomic_write_text
+from fusion.distill import (
+    FUSION_FUNCTIONS,
+    Candidate,
+    TeacherRecord,
+    TeacherStore,
+    extract_teachers,
+    record_key,
+    topk_probs,
+)
 from fusion.train import Example, TrainConfig, train
 
 log = logging.getLogger(__name__)

@@ -35,9 +35,9 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from fusion import faults
-from fusion.errors import FusevalError
-from fusion.files import atomic_output_dir, atomic_write_text
+from fusion.common import faults
+from fusion.common.errors import FusevalError
+from fusion.common.files import atomic_output_dir, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,6 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
 
 def _restore(ckpt: Path, model, opt: torch.optim.Optimizer) -> int:
     from safetensors.torch import load_file
-
     from transformers import AutoModelForCausalLM
 
     state = json.loads((ckpt / "trainer_state.json").read_text())

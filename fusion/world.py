@@ -20,10 +20,9 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from fusion.errors import FusevalError
-from fusion.files import atomic_output_dir, atomic_write_text
+from fusion.common.errors import FusevalError
+from fusion.common.files import atomic_output_dir, atomic_write_text
 from fusion.tokenizer import train_bpe_tokenizer, train_sp_tokenizer
-
 
 WORLD_TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}" \
                  "{% if add_generation_prompt %}<|assistant|>{% endif %}"

@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from fusion.files import atomic_output_dir, atomic_write_text
+from fusion.common.files import atomic_output_dir, atomic_write_text
+from fusion.common.hashing import derived_seed
 from fusion.io import DEFAULT_SHARD_BYTES, ShardedWriter, dtype_name, parse_dtype
 from fusion.merge.params import layer_index
 from fusion.tokenizer import (  # noqa: F401  (re-exported: callers use zoo.train_bpe_tokenizer, ...)
@@ -127,8 +128,7 @@ def write_checkpoint(out_dir: Path, config: dict, make_tensor, dtype: torch.dtyp
 
 
 def _seeded(seed: int, name: str) -> torch.Generator:
-    h = int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "little") & (2**63 - 1)
-    return torch.Generator().manual_seed(h)
+    return torch.Generator().manual_seed(derived_seed(seed, name))
 
 
 def merge_set(root: str | Path, size: str = "tiny", n_variants: int = 2, seed: int = 0, dtype: str = "float32",

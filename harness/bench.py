@@ -18,8 +18,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
-from fusion.errors import FusevalError
-from fusion.files import atomic_write_text
+from fusion.common.errors import FusevalError
+from fusion.common.files import atomic_write_text
 
 BENCHMARKS_DIR = Path(os.environ.get("FUSEVAL_BENCHMARKS", Path(__file__).resolve().parents[1] / "benchmarks"))
 # Built-in sets by name: benchmarks/<name>/question.jsonl.

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from fusion.errors import FusevalError
-from harness.store import Store, digest
+from fusion.common.errors import FusevalError
+from fusion.common.hashing import digest
+from harness.store import Store
 from harness.suite import LoadedSuite, ModelSpec
 from harness.suite import expand_path as expand
 
@@ -79,10 +80,10 @@ def _merge(store: Store, m: ModelSpec, where: str, suite_path: Path, workspace: 
 
 
 def _fuse_config(m: ModelSpec, where: str, suite_path: Path, seeds: list[int] | None):
-    from fusion.pipeline import FuseConfig, load_fuse_config
     from pydantic import ValidationError
 
-    from fusion.configfile import validation_message
+    from fusion.common.configfile import validation_message
+    from fusion.pipeline import FuseConfig, load_fuse_config
 
     if isinstance(m.fuse, str):
         cfg = load_fuse_config(m.fuse)

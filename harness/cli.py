@@ -10,10 +10,10 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.text import Text
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
-from fusion.errors import FusevalError
+from fusion.common.errors import FusevalError
 
 app = typer.Typer(help="Fuse and merge chat LLMs, and measure with honest error bars whether the result got better.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
@@ -289,6 +289,7 @@ def main() -> None:
 
 
 from harness import cli_eval, cli_run  # noqa: E402,F401  (register eval, scores, pairwise, import-fastchat, export,
+
 #                                                   run, report, gate, history)
 
 if __name__ == "__main__":  # `python -m harness.cli`: run the imported module, where cli_eval registered its commands

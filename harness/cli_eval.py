@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from fusion.errors import FusevalError
+from fusion.common.errors import FusevalError
 from harness.cli import _progress, app, backend_options, console, quiet_libraries, results
 
 STORE_HELP = "The run store (SQLite); created if missing."
@@ -18,8 +18,8 @@ STORE_HELP = "The run store (SQLite); created if missing."
 
 def _judge_backend(store, kind: str, model: str, options: dict, log_dir: Path, name: str | None):
     """The judge's backend and its identity in the store (name@content-hash)."""
+    from fusion.common.hashing import digest
     from harness.backends import make_backend
-    from harness.store import digest
 
     if kind == "openai":
         ident = digest("endpoint", options.get("base_url"), model)
@@ -32,7 +32,7 @@ def _judge_backend(store, kind: str, model: str, options: dict, log_dir: Path, n
 
 
 def _register_model(store, kind: str, model: str, name: str | None, base_url: str | None) -> tuple[str, str]:
-    from harness.store import digest
+    from fusion.common.hashing import digest
 
     if kind == "openai":
         name = name or model

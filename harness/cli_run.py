@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from fusion.errors import FusevalError
+from fusion.common.errors import FusevalError
 from harness.cli import _progress, app, console, error, quiet_libraries, results
 
 STORE = typer.Option(Path("runs/fuseval.db"), "--store", help="The run store (SQLite).")
@@ -127,7 +127,7 @@ def _existing(store_path: Path) -> None:
 def _resolve_run(store, suite_or_run: str) -> dict:
     p = Path(suite_or_run)
     if p.suffix in (".yml", ".yaml") or p.is_file():
-        from fusion.configfile import read_yaml
+        from fusion.common.configfile import read_yaml
 
         data = read_yaml(p)
         name = data.get("name") if isinstance(data, dict) else None

@@ -23,7 +23,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
-from fusion.files import atomic_output_dir
+from fusion.common.files import atomic_output_dir
 
 SUITE = Path(__file__).resolve().parents[1] / "benchmarks" / "suites" / "demo.yml"
 
@@ -46,7 +46,7 @@ def run_demo(workspace: Path, console: Console, backend: str | None = None, seed
              store: Path | None = None, formats=("html", "md")) -> str:
     """Build the world, run the demo suite, write the report; returns the run id."""
     from fusion import zoo
-    from fusion.configfile import read_yaml
+    from fusion.common.configfile import read_yaml
     from harness.cli import quiet_libraries
     from harness.cli_run import run_and_report
 

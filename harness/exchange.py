@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fusion.common.hashing import digest
 from harness.bench import Answer, Choice, Question, write_answers, write_questions
 from harness.judges.fastchat import (
     FastChatData,
@@ -25,7 +26,7 @@ from harness.judges.fastchat import (
     write_pair_judgments,
     write_single_judgments,
 )
-from harness.store import AnswerRow, JudgmentRow, Store, digest
+from harness.store import AnswerRow, JudgmentRow, Store
 
 IMPORT_GEN_KEY = "fastchat"
 
@@ -123,7 +124,7 @@ def export_fastchat(store: Store, out_dir: str | Path, bench: str) -> list[Path]
     rows = db.execute("SELECT b.question_id, q.category, q.turns, b.reference, b.extra, b.checks FROM bench_questions b "
                       "JOIN questions q ON b.qkey=q.qkey WHERE b.bench=? ORDER BY b.rowid", (bench,)).fetchall()
     if not rows:
-        from fusion.errors import FusevalError  # noqa: PLC0415
+        from fusion.common.errors import FusevalError  # noqa: PLC0415
 
         raise FusevalError(f"{store.path}: no questions stored under bench {bench!r}")
     questions = [Question(question_id=json.loads(r[0]), category=r[1], turns=json.loads(r[2]),

@@ -14,7 +14,7 @@ import os
 import sqlite3
 from pathlib import Path
 
-from fusion.errors import FusevalError
+from fusion.common.errors import FusevalError
 from harness.schema import TABLES
 
 

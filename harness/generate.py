@@ -24,8 +24,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fusion.errors import FusevalError
-from fusion.files import atomic_write_text
+from fusion.common.errors import FusevalError
+from fusion.common.files import atomic_write_text
 from harness.backends.base import CONTEXT_FULL, Backend, ChatRequest, ChatResult, GenParams
 from harness.bench import Answer, Choice, Question, append_answers, load_answers, write_answers
 

@@ -26,11 +26,11 @@ from typing import Any
 
 import yaml
 
-from fusion.errors import FusevalError
-from fusion.files import atomic_write_text
+from fusion.common.errors import FusevalError
+from fusion.common.files import atomic_write_text
+from fusion.common.hashing import digest
 from harness.backends.vllm_server import served_context
 from harness.bench import load_questions, resolve_bench
-from harness.store import digest
 
 log = logging.getLogger(__name__)
 

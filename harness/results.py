@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fusion.errors import FusevalError
+from fusion.common.errors import FusevalError
 from harness import stats
 from harness.store import Store
 from harness.summary import ALL, difference_table, paired_rows, score_table

@@ -17,12 +17,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from fusion.errors import FusevalError
+from fusion.common.errors import FusevalError
+from fusion.common.hashing import digest
 from harness.bench import Question, load_questions, resolve_bench, take_spread
 from harness.build import Built, Say, build_models
 from harness.generate import GenerationSettings
 from harness.results import record_results
-from harness.store import Store, digest
+from harness.store import Store
 from harness.suite import BenchSpec, LoadedSuite
 
 log = logging.getLogger(__name__)

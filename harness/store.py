@@ -29,19 +29,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fusion import faults
-from fusion.errors import FusevalError
+from fusion.common import faults
+from fusion.common.errors import FusevalError
+from fusion.common.hashing import digest
 from harness.frames import StoreFrames
 from harness.provenance import environment, git_sha
 from harness.schema import SCHEMA, SCHEMA_VERSION, statements
 
 DEFAULT_PATH = Path("runs/fuseval.db")
-
-
-def digest(*parts: Any) -> str:
-    """A short content key (sha256, 24 hex) of json-encodable parts."""
-    blob = json.dumps(parts, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
 def question_key(category: str, turns: list[str]) -> str:

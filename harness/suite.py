@@ -33,8 +33,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from fusion.configfile import read_yaml, validate_config, validation_message
-from fusion.errors import FusevalError
+from fusion.common.configfile import read_yaml, validate_config, validation_message
+from fusion.common.errors import FusevalError
 from harness.generate import GenerationSettings
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+=-]{0,99}$")  # also a directory name: no '/', no '..'

@@ -23,7 +23,7 @@ import jinja2
 import numpy as np
 import pandas as pd
 
-from fusion.files import atomic_write_bytes
+from fusion.common.files import atomic_write_bytes
 from reports import figures
 from reports.data import ALL, ReportData
 from reports.fmt import fmt_count, fmt_estimate, fmt_interval, fmt_level, fmt_number, fmt_time

@@ -92,9 +92,10 @@ def _assert_markup_is_ours(page: _Tags, allowed: set[str], src_prefix: str, href
 
 def _payload_store(tmp_path: Path):
     """A store whose run names, questions, answers, judge outputs and metrics all carry payloads."""
+    from fusion.common.hashing import digest
     from harness.bench import Question
     from harness.results import record_results
-    from harness.store import AnswerRow, JudgmentRow, Store, answer_key, digest
+    from harness.store import AnswerRow, JudgmentRow, Store, answer_key
     from harness.suite import GateSpec, JudgeSpec, Suite
 
     store = Store(tmp_path / "runs.db")

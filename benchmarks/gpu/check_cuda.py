@@ -12,9 +12,16 @@ zoo merge set, how many of the 100 zoo answers on CUDA (fp32 and bf16) equal the
 top-1 agreement of teacher extraction. Result on an H100 (2026-11-28): merges within 2.4e-7,
 fp32 answers 100/100 equal, bf16 98/100, teacher top-1 1579/1579 (max log-prob diff 1.9e-6).
 """
-import json, os, subprocess, sys, time
+import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
-import numpy as np, torch
+
+import numpy as np
+import torch
+
 sys.path.insert(0, os.getcwd())
 OUT = Path(os.environ.get("OUT", "/tmp/out")); OUT.mkdir(exist_ok=True, parents=True)
 res = {"torch": torch.__version__, "gpu": torch.cuda.get_device_name(0)}
@@ -22,10 +29,12 @@ def save():
     (OUT / "gpu_check.json").write_text(json.dumps(res, indent=1))
 print(res, flush=True)
 # 1. merges on cuda vs cpu
-from fusion.zoo import merge_set
-from fusion.merge import MergeOptions, run_merge, parse_merge_config
 from safetensors.torch import load_file
+
+from fusion.merge import MergeOptions, parse_merge_config, run_merge
+from fusion.zoo import merge_set
 from tests.harness.test_cli_merge import ALL_METHODS, _config
+
 ts = merge_set("/tmp/zoo", size="small", n_variants=2)
 merges = {}
 for m in sorted(ALL_METHODS):
@@ -62,6 +71,7 @@ res["generate"] = gen; save()
 # 3. teacher top-k on cuda vs cpu
 from fusion import zoo
 from fusion.distill import extract_teachers, record_key
+
 convs = zoo.load_conversations(".gpu/world/fusion.jsonl")[:96]
 st = {d: extract_teachers(".gpu/world/pivot", convs, f"/tmp/teach-{d}", top_k=10, device=d) for d in ("cpu", "cuda")}
 top1 = rows = 0; maxlp = 0.0

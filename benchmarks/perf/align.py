@@ -42,6 +42,7 @@ import _common as C  # noqa: E402
 
 sys.path.insert(0, str(C.REPO))
 from fusion import align  # noqa: E402
+
 # The plain-Python baselines are the test suite's references: one spelling of the recurrence.
 from tests.fusion.test_align import levenshtein as py_levenshtein  # noqa: E402
 from tests.fusion.test_align import reference_dtw as python_dtw  # noqa: E402
@@ -81,7 +82,7 @@ def load_tokenizers(size: str, corpus: list[str]):
     """(SentencePiece-style, byte-level) tokenizers for `size`, trained once and cached."""
     from transformers import PreTrainedTokenizerFast
 
-    from fusion.files import atomic_output_dir
+    from fusion.common.files import atomic_output_dir
     from fusion.zoo import train_bpe_tokenizer, train_sp_tokenizer
 
     n_words, n_lines, v_sp, v_bl, _ = SIZES[size]

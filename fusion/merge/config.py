@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fusion.configfile import read_yaml, validate_config
-from fusion.errors import FusevalError
+from fusion.common.configfile import read_yaml, validate_config
+from fusion.common.errors import FusevalError
 from fusion.merge.params import check_value
 from fusion.merge.registry import get_method
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
-
 from typing import Literal
 
 from pydantic import Field, field_validator

@@ -13,7 +13,6 @@ the pipeline comment in `run_merge`).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 import time
@@ -30,10 +29,18 @@ import torch
 import yaml
 from pydantic import ValidationError
 
-from fusion.errors import FusevalError
-from fusion.files import atomic_output_dir, atomic_write_text
-from fusion.io import (DEFAULT_SHARD_BYTES, CheckpointReader, Reservation, ShardedWriter, copy_model_files,
-                       dtype_name, parse_dtype)
+from fusion.common.errors import FusevalError
+from fusion.common.files import atomic_output_dir, atomic_write_text
+from fusion.common.hashing import derived_seed
+from fusion.io import (
+    DEFAULT_SHARD_BYTES,
+    CheckpointReader,
+    Reservation,
+    ShardedWriter,
+    copy_model_files,
+    dtype_name,
+    parse_dtype,
+)
 from fusion.merge.config import MergeConfig
 from fusion.merge.params import layer_index, layer_position, resolve
 from fusion.merge.registry import MergeMethod, Params, TensorContext, get_method
@@ -164,11 +171,6 @@ def _first_error(e: ValidationError) -> str:
     return f"{loc + ': ' if loc else ''}{err['msg'].removeprefix('Value error, ')}"
 
 
-def _tensor_seed(seed: int, name: str) -> int:
-    # Per-tensor seeds make random methods independent of tensor order and resumable.
-    return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "little") & (2**63 - 1)
-
-
 def _all_finite(t: torch.Tensor) -> bool:
     # A NaN or Inf anywhere makes the sum non-finite; only then (or on overflow) look element-wise.
     return not t.is_floating_point() or bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
@@ -264,7 +266,7 @@ def run_merge(cfg: MergeConfig, out_dir: str | Path, *, config_path: str | Path 
         return (load(base, p.name) if base else None), [load(inp, p.name) for inp in inputs]
 
     def merged(p: _TensorPlan, b: torch.Tensor | None, models: list[torch.Tensor], check: bool = True) -> torch.Tensor:
-        rng = None if method.elementwise else np.random.Generator(np.random.PCG64(_tensor_seed(cfg.seed, p.name)))
+        rng = None if method.elementwise else np.random.Generator(np.random.PCG64(derived_seed(cfg.seed, p.name)))
         ctx = TensorContext(p.name, rng)
         out = method.fn(b, models, list(p.model_params), p.params, ctx)
         if check and not _all_finite(out):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from fusion.errors import FusevalError
+from fusion.common.errors import FusevalError
 from fusion.merge.registry import Params, register
 from fusion.merge.task_arithmetic import WeightParams
 

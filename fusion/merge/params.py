@@ -15,7 +15,7 @@ import math
 import re
 from typing import Any
 
-from fusion.errors import FusevalError
+from fusion.common.errors import FusevalError
 
 LAYER_RE = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer)\.(\d+)\.")
 

@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-
 from pydantic import BaseModel, ConfigDict
 
-from fusion.errors import FusevalError
+from fusion.common.errors import FusevalError
 
 
 class Params(BaseModel):
@@ -103,5 +102,4 @@ def get_method(name: str) -> MergeMethod:
 
 def _load_all() -> None:
     # Importing the method modules registers them.
-    from fusion.merge import (breadcrumbs, dare, della, linear, model_stock, sce,  # noqa: F401
-                              slerp, task_arithmetic, ties, varm)
+    from fusion.merge import breadcrumbs, dare, della, linear, model_stock, sce, slerp, task_arithmetic, ties, varm  # noqa: F401

@@ -13,8 +13,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from fusion.configfile import validation_message
-from fusion.errors import FusevalError
+from fusion.common.configfile import validation_message
+from fusion.common.errors import FusevalError
 from harness.backends.base import Backend, ChatRequest, ChatResult, GenParams, TokenLogprob
 from harness.backends.hf import TransformersBackend, TransformersOptions, load_chat_tokenizer
 from harness.backends.openai_api import OpenAIBackend, OpenAIOptions

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from fusion.errors import FusevalError
+from fusion.common.errors import FusevalError
 
 
 class GenParams(BaseModel):

@@ -22,9 +22,16 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from fusion.chat import end_token_ids, load_tokenizer, prompt_ids
-from fusion.errors import FusevalError
-from harness.backends.base import (Backend, ChatRequest, ChatResult, GenParams, TokenLogprob, fit_to_context,
-                                   template_hash)
+from fusion.common.errors import FusevalError
+from harness.backends.base import (
+    Backend,
+    ChatRequest,
+    ChatResult,
+    GenParams,
+    TokenLogprob,
+    fit_to_context,
+    template_hash,
+)
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
-from fusion.errors import FusevalError
+from fusion.common.errors import FusevalError
 from harness.backends.base import Backend, ChatRequest, ChatResult, TokenLogprob
 
 TRANSIENT_STATUS = {408, 409, 429, 500, 502, 503, 504}

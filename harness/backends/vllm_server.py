@@ -31,7 +31,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field
 
 from fusion.chat import end_token_ids, prompt_ids
-from fusion.errors import FusevalError
+from fusion.common.errors import FusevalError
 from harness.backends.base import Backend, ChatRequest, ChatResult, fit_to_context, template_hash
 from harness.backends.hf import load_chat_tokenizer
 from harness.backends.openai_api import OpenAIBackend, OpenAIOptions

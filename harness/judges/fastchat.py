@@ -27,8 +27,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from fusion.errors import FusevalError
-from fusion.files import atomic_write_text
+from fusion.common.errors import FusevalError
+from fusion.common.files import atomic_write_text
 from harness.bench import Answer, Question, QuestionId, load_answers, load_questions, read_jsonl
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fusion.errors import FusevalError
+from fusion.common.errors import FusevalError
+from fusion.common.hashing import digest
 from harness.backends.base import Backend, ChatRequest, ChatResult, GenParams
 from harness.judges.base import PairItem, SingleItem, Verdict, reference_for
 from harness.judges.parse import parse_json_rating, parse_json_verdict, parse_rating, parse_verdict
@@ -31,7 +32,6 @@ from harness.judges.prompts import (
     pair_prompt,
     single_prompt,
 )
-from harness.store import digest
 
 
 class LLMJudge:

@@ -25,10 +25,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, Union
 
-from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator,
-                      model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from fusion.errors import FusevalError
+from fusion.common.errors import FusevalError
 from harness.judges.sandbox import run_python
 
 if TYPE_CHECKING:  # base imports harness.bench; importing it lazily lets harness.bench import Check from here
@@ -394,7 +402,7 @@ class ProgrammaticJudge:
         return turn_check(question, turn) is not None
 
     def ref_version(self, question: Any, turn: int) -> str | None:
-        from harness.store import digest
+        from fusion.common.hashing import digest
 
         check = turn_check(question, turn)
         return None if check is None else digest("check", check.model_dump(mode="json", by_alias=True))

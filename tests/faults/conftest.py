@@ -1,7 +1,7 @@
 """The fault suite's tools: an OpenAI-compatible stub endpoint, a small suite served by it, store snapshots,
 and a tally of faults injected, runs recovered and rows lost, printed at the end of the session.
 
-Faults are injected through failpoints (fusion/faults.py, `FUSEVAL_FAULTS`): the process is killed with
+Faults are injected through failpoints (fusion/common/faults.py, `FUSEVAL_FAULTS`): the process is killed with
 SIGKILL, or a write fails with ENOSPC, the N-th time it passes a named point, N drawn at random from a
 seed printed with the tally (`FUSEVAL_FAULT_SEED` picks another one).
 """
@@ -19,7 +19,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 
 REPO = Path(__file__).resolve().parents[2]
 SEED = int(os.environ.get("FUSEVAL_FAULT_SEED", "20261129"))

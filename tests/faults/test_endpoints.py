@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from fusion.errors import FusevalError
+from fusion.common.errors import FusevalError
 from tests.faults.conftest import KEY_ENV, TALLY, fuseval, integrity, stub_suite
 
 STUB = [sys.executable, str(Path(__file__).resolve().parents[1] / "harness" / "stub_openai.py")]

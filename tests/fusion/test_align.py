@@ -9,7 +9,7 @@ import pytest
 
 from fusion import align
 from fusion.align import dtw_align, map_vocab, normalize_token, one_to_one_pairs, token_kind, transfer_topk
-from fusion.errors import FusevalError
+from fusion.common.errors import FusevalError
 
 TEXTS = [
     "The quick brown fox jumps over the lazy dog.\nThe dog sleeps.",

@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from fusion import chat
+from fusion import chat, zoo
 from fusion import domains as D
-from fusion import zoo
 from fusion.chat import answer_two_turns, encode_chat, end_token_ids, greedy_answers, load_tokenizer
-from fusion.errors import FusevalError
+from fusion.common.errors import FusevalError
 
 CONVS = [c for d in sorted(D.DOMAINS) for c in D.generate(d, 3, 11, "train")]
 

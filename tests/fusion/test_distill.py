@@ -8,13 +8,19 @@ import numpy as np
 import pytest
 import torch
 
-from fusion import distill
+from fusion import distill, zoo
 from fusion import domains as D
-from fusion import zoo
-from fusion.distill import (Candidate, TeacherRecord, TeacherStore, avg_ce, extract_teachers, min_ce, record_key,
-                            topk_probs)
-from fusion.errors import FusevalError
-
+from fusion.common.errors import FusevalError
+from fusion.distill import (
+    Candidate,
+    TeacherRecord,
+    TeacherStore,
+    avg_ce,
+    extract_teachers,
+    min_ce,
+    record_key,
+    topk_probs,
+)
 
 # --- helpers and fixtures ----------------------------------------------------------------------
 

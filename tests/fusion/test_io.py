@@ -5,8 +5,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from fusion.errors import FusevalError
-from fusion.files import atomic_output_dir, atomic_write_text
+from fusion.common.errors import FusevalError
+from fusion.common.files import atomic_output_dir, atomic_write_text
 from fusion.io import INDEX_NAME, CheckpointReader, ShardedWriter, plan_shards
 
 
@@ -70,7 +70,7 @@ def test_writer_refuses_unfinished_and_wrong_shape(tmp_path, tensors):
 
 
 def test_writer_blocks_land_where_the_whole_tensor_would(tmp_path, tensors, monkeypatch):
-    from fusion import faults
+    from fusion.common import faults
 
     passes = []
     monkeypatch.setattr(faults, "point", passes.append)
@@ -311,7 +311,7 @@ def test_killed_writer_leftovers_are_cleaned_and_never_look_complete(tmp_path):
     import sys
 
     target = tmp_path / "out"
-    code = ("import time, sys; from fusion.files import atomic_output_dir\n"
+    code = ("import time, sys; from fusion.common.files import atomic_output_dir\n"
             f"with atomic_output_dir({str(target)!r}) as tmp:\n"
             "    (tmp / 'model.safetensors').write_text('half'); print('ready', flush=True); time.sleep(60)\n")
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)

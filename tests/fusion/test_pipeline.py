@@ -13,8 +13,8 @@ import yaml
 
 from fusion import zoo
 from fusion.chat import load_tokenizer
+from fusion.common.errors import FusevalError
 from fusion.distill import TeacherStore, record_key
-from fusion.errors import FusevalError
 from fusion.pipeline import FuseConfig, align_source, fused_examples, load_fuse_config, run_fuse
 
 
@@ -101,8 +101,8 @@ def test_alignment_transfers_only_same_text_pairs(micro):
 
 def test_empty_responses_and_long_examples_flow_through(micro, tmp_path):
     world, out, _ = micro
-    from fusion.domains import Conversation
     from fusion.distill import extract_teachers
+    from fusion.domains import Conversation
 
     convs = [Conversation("x", "empty", [{"role": "user", "content": "Say nothing."}, {"role": "assistant", "content": ""}], []),
              Conversation("x", "long", [{"role": "user", "content": "word " * 200}, {"role": "assistant", "content": "ok " * 50}], [])]

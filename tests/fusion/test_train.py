@@ -11,9 +11,18 @@ import torch
 from fusion import domains as D
 from fusion import train as T
 from fusion import zoo
-from fusion.errors import FusevalError
-from fusion.train import (Example, TrainConfig, batch_order, collate, fusion_loss, latest_checkpoint, lr_at, train,
-                          truncate)
+from fusion.common.errors import FusevalError
+from fusion.train import (
+    Example,
+    TrainConfig,
+    batch_order,
+    collate,
+    fusion_loss,
+    latest_checkpoint,
+    lr_at,
+    train,
+    truncate,
+)
 
 
 def log_softmax64(x: np.ndarray) -> np.ndarray:

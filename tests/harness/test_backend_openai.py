@@ -7,7 +7,7 @@ import logging
 import httpx
 import pytest
 
-from fusion.errors import FusevalError
+from fusion.common.errors import FusevalError
 from harness.backends import ChatRequest, GenParams, OpenAIBackend, OpenAIOptions, make_backend
 
 

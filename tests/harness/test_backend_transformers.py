@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fusion.chat import end_token_ids, load_tokenizer
-from fusion.errors import FusevalError
+from fusion.common.errors import FusevalError
 from harness.backends import ChatRequest, GenParams, TransformersBackend, TransformersOptions
 from harness.backends.hf import _RowSampler
 from harness.bench import load_questions, resolve_bench

@@ -7,9 +7,17 @@ import json
 import pytest
 
 from fusion import domains
-from fusion.errors import FusevalError
-from harness.bench import (Answer, Choice, load_answers, load_questions, resolve_bench, write_answers,
-                           write_questions, zoo_questions)
+from fusion.common.errors import FusevalError
+from harness.bench import (
+    Answer,
+    Choice,
+    load_answers,
+    load_questions,
+    resolve_bench,
+    write_answers,
+    write_questions,
+    zoo_questions,
+)
 
 # Lines in FastChat's MT-Bench layout (written for this test): ids, categories, turns, references.
 FASTCHAT_QUESTIONS = [

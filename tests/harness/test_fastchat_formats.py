@@ -6,10 +6,17 @@ import json
 
 import pytest
 
-from fusion.errors import FusevalError
-from harness.judges.fastchat import (PairJudgment, SingleJudgment, load_fastchat_dir, pair_outcome,
-                                     read_pair_judgments, read_single_judgments, write_pair_judgments,
-                                     write_single_judgments)
+from fusion.common.errors import FusevalError
+from harness.judges.fastchat import (
+    PairJudgment,
+    SingleJudgment,
+    load_fastchat_dir,
+    pair_outcome,
+    read_pair_judgments,
+    read_single_judgments,
+    write_pair_judgments,
+    write_single_judgments,
+)
 
 MODELS = ("alpaca-13b", "vicuna-7b")
 QUESTIONS = [

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from fusion.errors import FusevalError
+from fusion.common.errors import FusevalError
 from harness.backends.base import Backend, ChatResult
 from harness.bench import Question, load_answers
 from harness.generate import DEFAULT_TEMPERATURES, GenerationSettings, failures_path, generate_answers, sample_seed

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from fusion.errors import FusevalError
+from fusion.common.errors import FusevalError
 from harness.backends.base import Backend, ChatResult
 from harness.bench import Question
 from harness.evaluate import judge_pairs_into_store, judge_single_into_store

@@ -7,11 +7,20 @@ from types import SimpleNamespace
 import pytest
 
 from fusion import domains
-from fusion.errors import FusevalError
+from fusion.common.errors import FusevalError
 from harness.judges import programmatic as prog
 from harness.judges.programmatic import (
-    PROGRAMMATIC_VERSION, CheckResult, CodeCheck, ExactCheck, NumericCheck, check_answer,
-    domain_checks, extract_program, judge_turns, parse_check, strip_reasoning,
+    PROGRAMMATIC_VERSION,
+    CheckResult,
+    CodeCheck,
+    ExactCheck,
+    NumericCheck,
+    check_answer,
+    domain_checks,
+    extract_program,
+    judge_turns,
+    parse_check,
+    strip_reasoning,
 )
 
 

@@ -10,7 +10,7 @@ import random
 import pytest
 import torch
 
-from fusion.errors import FusevalError
+from fusion.common.errors import FusevalError
 from harness.lmeval import N_CHOICES, ZOO_GROUP, offline, run_lmeval, task_key, write_zoo_tasks, zoo_docs
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("lm_eval") is None,

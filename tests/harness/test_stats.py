@@ -5,8 +5,17 @@ import pytest
 from scipy import stats as sps
 
 from harness.stats import (
-    Estimate, Outcome, clustered_se, drop_missing, estimate, gate, gate_difference, mean_interval, paired_difference,
-    paired_estimate, win_rate,
+    Estimate,
+    Outcome,
+    clustered_se,
+    drop_missing,
+    estimate,
+    gate,
+    gate_difference,
+    mean_interval,
+    paired_difference,
+    paired_estimate,
+    win_rate,
 )
 
 

@@ -7,7 +7,13 @@ from scipy import stats as sps
 from scipy.special import log_expit
 
 from harness.stats import (
-    Estimate, bradley_terry, mde, mean_interval, questions_for, questions_to_decide, variance_components,
+    Estimate,
+    bradley_terry,
+    mde,
+    mean_interval,
+    questions_for,
+    questions_to_decide,
+    variance_components,
 )
 
 MODELS = np.array(["m0", "m1", "m2", "m3", "m4"])

@@ -12,7 +12,7 @@ import time
 import pandas as pd
 import pytest
 
-from fusion.errors import FusevalError
+from fusion.common.errors import FusevalError
 from harness.bench import Question
 from harness.store import AnswerRow, JudgmentRow, Store, question_key
 

@@ -14,7 +14,15 @@ import threading
 import psutil
 import pytest
 
-from harness.backends import ChatRequest, GenParams, OpenAIBackend, OpenAIOptions, TransformersBackend, VLLMBackend, VLLMOptions
+from harness.backends import (
+    ChatRequest,
+    GenParams,
+    OpenAIBackend,
+    OpenAIOptions,
+    TransformersBackend,
+    VLLMBackend,
+    VLLMOptions,
+)
 from harness.backends.vllm_server import port_in_use
 from harness.bench import load_answers, load_questions, resolve_bench
 from harness.generate import GenerationSettings, generate_answers

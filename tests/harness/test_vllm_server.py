@@ -12,7 +12,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from fusion.errors import FusevalError
+from fusion.common.errors import FusevalError
 from harness.backends import ChatRequest, GenParams, VLLMBackend, VLLMOptions
 from harness.backends.vllm_server import port_in_use
 

@@ -7,7 +7,13 @@ import pytest
 
 from harness.stats import Estimate, Outcome, VarianceComponents, gate
 from harness.wording import (
-    MINUS, fmt_estimate, fmt_number, gate_sentence, mde_sentence, missing_sentence, variance_sentence,
+    MINUS,
+    fmt_estimate,
+    fmt_number,
+    gate_sentence,
+    mde_sentence,
+    missing_sentence,
+    variance_sentence,
     win_rate_sentence,
 )
 

@@ -44,8 +44,9 @@ def test_della_keeps_by_probability_and_rescales_by_inverse_p(rng):
 
 
 def test_della_window_outside_unit_interval_is_rejected():
-    from fusion.merge.registry import get_method
     from pydantic import ValidationError
+
+    from fusion.merge.registry import get_method
 
     with pytest.raises(ValidationError, match="density"):
         get_method("della").model_params(weight=1.0, density=0.9, epsilon=0.2)

@@ -6,7 +6,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
-from fusion.errors import FusevalError
+from fusion.common.errors import FusevalError
 from fusion.merge import MergeOptions, load_merge_config, parse_merge_config, run_merge
 from fusion.merge.params import layer_index
 

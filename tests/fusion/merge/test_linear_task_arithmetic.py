@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from fusion.errors import FusevalError
+from fusion.common.errors import FusevalError
 from tests.fusion.merge import npref
 from tests.fusion.merge.conftest import call
 
@@ -41,8 +41,9 @@ def test_task_arithmetic_all_zero_deltas_give_base(triple):
 
 
 def test_weight_is_required():
-    from fusion.merge.registry import get_method
     from pydantic import ValidationError
+
+    from fusion.merge.registry import get_method
 
     with pytest.raises(ValidationError):
         get_method("task_arithmetic").model_params()

@@ -1,6 +1,6 @@
 import pytest
 
-from fusion.errors import FusevalError
+from fusion.common.errors import FusevalError
 from fusion.merge.params import check_value, evaluate, layer_index, layer_position, resolve
 
 

@@ -10,8 +10,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from fusion import faults
-from fusion.errors import FusevalError
+from fusion.common import faults
+from fusion.common.errors import FusevalError
 
 
 def _umask() -> int:

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from fusion.errors import FusevalError
+from fusion.common.errors import FusevalError
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

@@ -21,7 +21,7 @@ import errno
 import os
 import signal
 
-from fusion.errors import FusevalError
+from fusion.common.errors import FusevalError
 
 ENV = "FUSEVAL_FAULTS"
 TRACE_ENV = "FUSEVAL_FAULTS_TRACE"  # a file: each point passed appends its name (to size N)
