@@ -11,6 +11,7 @@ a prefix of its continuation.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 
 from fusion.common.errors import FusevalError
+from fusion.common.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -150,3 +152,10 @@ def load_tokenizer(path: str | Path):
                         path, type(tok).__name__)
             tok = PreTrainedTokenizerFast.from_pretrained(path)
     return tok
+
+
+def write_generation_config(path: Path, tok) -> None:
+    """generation_config.json for a model directory: greedy by default, every end token of the template."""
+    atomic_write_text(Path(path) / "generation_config.json", json.dumps(
+        {"bos_token_id": tok.bos_token_id, "eos_token_id": end_token_ids(tok), "pad_token_id": tok.pad_token_id,
+         "do_sample": False}, indent=2) + "\n")

@@ -164,7 +164,7 @@ def _train_from(pivot_dir: Path, examples: list[Example], cfg: TrainConfig, out:
     import torch
     from transformers import AutoModelForCausalLM
 
-    from fusion.zoo import write_generation_config
+    from fusion.chat import write_generation_config
 
     if (out / "fuseval_recipe.yml").exists():
         done = yaml.safe_load((out / "fuseval_recipe.yml").read_text())
@@ -190,9 +190,9 @@ def _train_from(pivot_dir: Path, examples: list[Example], cfg: TrainConfig, out:
 
 def run_fuse(cfg: FuseConfig, out_dir: str | Path, progress: bool = False) -> dict:
     """Run both stages (and the control) for every seed; return and write the report."""
+    from fusion.conversations import encode_conversations, load_conversations
     from fusion.merge.config import parse_merge_config
     from fusion.merge.engine import run_merge
-    from fusion.zoo import encode_conversations, load_conversations
 
     out = Path(out_dir)
     pivot = Path(cfg.pivot)

@@ -193,7 +193,7 @@ def zoo_questions(per_domain: int = 20, seed: int = 0) -> list[Question]:
 
     Ids are 1000 * (domain number) + k, so each domain has its own block.
     """
-    from fusion import domains  # noqa: PLC0415
+    from fusion.zoo import domains  # noqa: PLC0415
     from harness.judges.programmatic import domain_checks  # noqa: PLC0415
 
     out = []

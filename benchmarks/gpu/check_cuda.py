@@ -69,10 +69,10 @@ for tag, extra in (("fp32", []), ("bf16", ["-o", "dtype=bfloat16"])):
     print(tag, gen[tag], flush=True)
 res["generate"] = gen; save()
 # 3. teacher top-k on cuda vs cpu
-from fusion import zoo
+from fusion.conversations import load_conversations
 from fusion.distill import extract_teachers, record_key
 
-convs = zoo.load_conversations(".gpu/world/fusion.jsonl")[:96]
+convs = load_conversations(".gpu/world/fusion.jsonl")[:96]
 st = {d: extract_teachers(".gpu/world/pivot", convs, f"/tmp/teach-{d}", top_k=10, device=d) for d in ("cpu", "cuda")}
 top1 = rows = 0; maxlp = 0.0
 for c in convs:

@@ -428,8 +428,8 @@ class ProgrammaticJudge:
 def _phrase_extract(domain: str, turn: int) -> str:
     """A one-group regex for a zoo answer's core: the domain's phrase around it, the final '.' optional.
 
-    Mirrors `fusion.domains.extract_core`: the text without the phrase is taken whole, as the core."""
-    from fusion.domains import DOMAINS
+    Mirrors `fusion.zoo.domains.extract_core`: the text without the phrase is taken whole, as the core."""
+    from fusion.zoo.domains import DOMAINS
 
     before, _, after = DOMAINS[domain].phrase("\0", turn).partition("\0")
     after = after.rstrip(".")
@@ -440,7 +440,7 @@ def _phrase_extract(domain: str, turn: int) -> str:
 
 def domain_checks(domain: str, cores: list[str]) -> list[Check]:
     """The checks for a zoo conversation of `domain` whose exact answer cores are `cores` (one per turn)."""
-    from fusion.domains import DOMAINS
+    from fusion.zoo.domains import DOMAINS
 
     if domain not in DOMAINS:
         raise FusevalError(f"unknown domain {domain!r}; choose from {sorted(DOMAINS)}")

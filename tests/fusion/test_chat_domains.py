@@ -1,4 +1,4 @@
-"""Chat encoding and greedy answering (fusion/chat.py) and the synthetic chat domains (fusion/domains.py)."""
+"""Chat encoding and greedy answering (fusion/chat.py) and the synthetic chat domains (fusion/zoo/domains.py)."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from fusion import chat, zoo
-from fusion import domains as D
 from fusion.chat import answer_two_turns, encode_chat, end_token_ids, greedy_answers, load_tokenizer
 from fusion.common.errors import FusevalError
+from fusion.conversations import Conversation
+from fusion.zoo import domains as D
 
 CONVS = [c for d in sorted(D.DOMAINS) for c in D.generate(d, 3, 11, "train")]
 
@@ -305,7 +306,7 @@ def test_extract_core_and_check(domain, turn, core, good, bad):
     assert D.extract_core(domain, core, turn) == core  # a bare core (no phrasing) counts as that core
     for b in bad:
         assert D.extract_core(domain, b, turn) != core
-    conv = D.Conversation(domain, "q", [], [core, core] if turn == 1 else [core])
+    conv = Conversation(domain, "q", [], [core, core] if turn == 1 else [core])
     texts = [good, good] if turn == 1 else [good]
     assert D.check(conv, texts)[turn] is True
     for b in bad:

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from fusion import distill, zoo
-from fusion import domains as D
 from fusion.common.errors import FusevalError
 from fusion.distill import (
     Candidate,
@@ -21,6 +20,7 @@ from fusion.distill import (
     record_key,
     topk_probs,
 )
+from fusion.zoo import domains as D
 
 # --- helpers and fixtures ----------------------------------------------------------------------
 

@@ -23,11 +23,12 @@ SCRIPT = textwrap.dedent('''
     import json, sys
     import numpy as np
     from fusion import zoo
+    from fusion.conversations import load_conversations
     from fusion.distill import extract_teachers, record_key
 
     if __name__ == "__main__":
         model, data, out = sys.argv[1:4]
-        convs = zoo.load_conversations(data)
+        convs = load_conversations(data)
         a = extract_teachers(model, convs, out + "/hf", backend="transformers")
         b = extract_teachers(model, convs, out + "/vllm", backend="vllm")
         res = {"rows": 0, "ids_equal": 0, "max_lp": 0.0, "max_ce": 0.0, "tokens_equal": True}
@@ -44,13 +45,14 @@ SCRIPT = textwrap.dedent('''
 
 def test_vllm_prompt_logprobs_match_transformers(tmp_path):
     from fusion import zoo
-    from fusion.domains import corpus, generate
+    from fusion.conversations import save_conversations
+    from fusion.zoo.domains import corpus, generate
 
     spec = zoo.ModelSpec(name="m", arch="llama", tokenizer="sp", vocab_size=400, hidden=64, layers=2, heads=2,
                          intermediate=128, domains=["arithmetic"], steps=30, batch_size=16)
     tok = zoo.world_tokenizer(spec, corpus(["arithmetic", "formatting"], 200))
     zoo.train_specialist(spec, tok, 0, 200, tmp_path / "model")
-    zoo.conversations_to_jsonl(generate("arithmetic", 12, 0, "test") + generate("formatting", 4, 0, "test"),
+    save_conversations(generate("arithmetic", 12, 0, "test") + generate("formatting", 4, 0, "test"),
                                tmp_path / "data.jsonl")
     (tmp_path / "check.py").write_text(SCRIPT)
     env = dict(os.environ, VLLM_CPU_KVCACHE_SPACE="1", TMPDIR=str(tmp_path), VLLM_CACHE_ROOT=str(tmp_path / "vc"),

@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 
 from fusion import zoo
+from fusion.conversations import load_conversations
 from fusion.pipeline import load_fuse_config, run_fuse
 from harness.stats import mean_interval, paired_difference
 
@@ -39,7 +40,7 @@ def fused():
     key = hashlib.sha256(recipe.read_bytes()).hexdigest()[:8]
     out = WORKSPACE / "fused" / f"{world.name}-{key}"
     report = run_fuse(cfg, out)
-    test = zoo.load_conversations(world / "test.jsonl")
+    test = load_conversations(world / "test.jsonl")
     spec = zoo.WorldSpec.model_validate(json.loads((world / "world.json").read_text())["spec"])
     models = {"pivot": world / "pivot"}
     for seed in cfg.seeds:

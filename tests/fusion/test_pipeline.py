@@ -14,6 +14,7 @@ import yaml
 from fusion import zoo
 from fusion.chat import load_tokenizer
 from fusion.common.errors import FusevalError
+from fusion.conversations import load_conversations
 from fusion.distill import TeacherStore, record_key
 from fusion.pipeline import FuseConfig, align_source, fused_examples, load_fuse_config, run_fuse
 
@@ -69,7 +70,7 @@ def test_pipeline_writes_every_candidate_with_recipes(micro):
         st = saved["stage1"][name]
         assert 0 < st["transferred_share"] <= 1
         n = sum(sum(c.values()) for c in st["picked"].values())
-        assert n == len(zoo.load_conversations(world / "fusion.jsonl"))
+        assert n == len(load_conversations(world / "fusion.jsonl"))
     assert not list(out.glob("seed-0/.*train"))  # training checkpoints are cleaned up
 
 
@@ -82,7 +83,7 @@ def test_rerun_reuses_finished_outputs(micro):
 
 def test_alignment_transfers_only_same_text_pairs(micro):
     world, out, _ = micro
-    convs = zoo.load_conversations(world / "fusion.jsonl")[:5]
+    convs = load_conversations(world / "fusion.jsonl")[:5]
     p_store, s_store = TeacherStore(out / "teachers" / "pivot"), TeacherStore(out / "teachers" / "source_numbers")
     p_tok, s_tok = load_tokenizer(world / "pivot"), load_tokenizer(world / "source_numbers")
     from fusion import align
@@ -101,8 +102,8 @@ def test_alignment_transfers_only_same_text_pairs(micro):
 
 def test_empty_responses_and_long_examples_flow_through(micro, tmp_path):
     world, out, _ = micro
+    from fusion.conversations import Conversation
     from fusion.distill import extract_teachers
-    from fusion.domains import Conversation
 
     convs = [Conversation("x", "empty", [{"role": "user", "content": "Say nothing."}, {"role": "assistant", "content": ""}], []),
              Conversation("x", "long", [{"role": "user", "content": "word " * 200}, {"role": "assistant", "content": "ok " * 50}], [])]

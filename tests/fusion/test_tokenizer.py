@@ -8,8 +8,8 @@ import sys
 
 SCRIPT = """
 import hashlib
-from fusion import domains as D
-from fusion.world import WorldSpec, world_tokenizer
+from fusion.zoo import domains as D
+from fusion.zoo.world import WorldSpec, world_tokenizer
 spec = WorldSpec()
 domains = sorted({d for m in [spec.pivot, *spec.sources] for d in m.domains + m.light_domains})
 texts = D.corpus(domains, 400, seed=spec.seed)

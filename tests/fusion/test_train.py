@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from fusion import domains as D
 from fusion import train as T
 from fusion import zoo
 from fusion.common.errors import FusevalError
+from fusion.conversations import encode_conversations
 from fusion.train import (
     Example,
     TrainConfig,
@@ -23,6 +23,7 @@ from fusion.train import (
     train,
     truncate,
 )
+from fusion.zoo import domains as D
 
 
 def log_softmax64(x: np.ndarray) -> np.ndarray:
@@ -178,7 +179,7 @@ def world():
     """A BPE chat tokenizer and gold examples of two domains, with random sparse teachers attached."""
     tok = zoo.train_bpe_tokenizer(D.corpus(["arithmetic", "comparison"], 50), 300, chat_template=zoo.WORLD_TEMPLATE)
     convs = [c for d in ("arithmetic", "comparison") for c in D.generate(d, 12, 0, "train")]
-    exs = zoo.encode_conversations(tok, convs)
+    exs = encode_conversations(tok, convs)
     rng = np.random.default_rng(0)
     for ex in exs:
         r = len(ex.resp_pos)

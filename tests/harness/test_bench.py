@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from fusion import domains
 from fusion.common.errors import FusevalError
+from fusion.zoo import domains
 from harness.bench import (
     Answer,
     Choice,

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from fusion import domains
 from fusion.common.errors import FusevalError
+from fusion.zoo import domains
 from harness.judges import programmatic as prog
 from harness.judges.programmatic import (
     PROGRAMMATIC_VERSION,
@@ -142,7 +142,7 @@ def test_judge_turns():
         judge_turns([None, None], ["only one"])
 
 
-# --- the zoo domains: the checks must agree with `fusion.domains.check`, the domains' own truth ---
+# --- the zoo domains: the checks must agree with `fusion.zoo.domains.check`, the domains' own truth ---
 
 def _candidates(domain: str, core: str, turn: int, pool: list[str]) -> list[str]:
     """Right and wrong answer texts for one turn."""

@@ -1,8 +1,8 @@
 """The tiny world: specialists of different tokenizer families and architectures on synthetic
-chat domains (fusion/domains.py), trained briefly on CPU.
+chat domains (fusion/zoo/domains.py), trained briefly on CPU.
 
     world = build_world("runs/world")                  # runs/world/world-KEY, built once per spec
-    tests = load_conversations(world / "test.jsonl")
+    tests = load_conversations(world / "test.jsonl")   # fusion.conversations
     correct = score(world / "pivot", tests)            # [n_conversations, 2 turns] booleans
 
 A world is cached under its directory, keyed by a hash of its `WorldSpec`; bump `version` when
@@ -20,9 +20,12 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from fusion.common.errors import FusevalError
+from fusion.chat import answer_two_turns, load_tokenizer, write_generation_config
 from fusion.common.files import atomic_output_dir, atomic_write_text
-from fusion.tokenizer import train_bpe_tokenizer, train_sp_tokenizer
+from fusion.conversations import encode_conversations, save_conversations
+from fusion.train import TrainConfig, train
+from fusion.zoo import domains as D
+from fusion.zoo.tokenizers import train_bpe_tokenizer, train_sp_tokenizer
 
 WORLD_TEMPLATE = "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}" \
                  "{% if add_generation_prompt %}<|assistant|>{% endif %}"
@@ -103,24 +106,10 @@ def world_tokenizer(spec: ModelSpec, texts: list[str], out_dir: Path | None = No
     return trainer(texts, spec.vocab_size, out_dir, chat_template=WORLD_TEMPLATE)
 
 
-def encode_conversations(tok, convs) -> list:
-    """Tokenized training examples (fusion.train.Example) of conversations, gold labels only."""
-    from fusion.chat import encode_chat
-    from fusion.train import Example
-
-    out = []
-    for c in convs:
-        ids, resp, _ = encode_chat(tok, c.messages)
-        out.append(Example(ids, resp))
-    return out
-
-
 def train_specialist(spec: ModelSpec, tok, seed: int, train_per_domain: int, out_dir: Path, progress: bool = False):
     """Initialize a model of `spec` and train it on its domains' train split; save it with its tokenizer."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from fusion import domains as D
-    from fusion.train import TrainConfig, train
 
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**{k: v for k, v in model_config(spec, tok).items()
@@ -138,55 +127,12 @@ def train_specialist(spec: ModelSpec, tok, seed: int, train_per_domain: int, out
     return summary
 
 
-def write_generation_config(path: Path, tok) -> None:
-    from fusion.chat import end_token_ids
-
-    atomic_write_text(path / "generation_config.json", json.dumps(
-        {"bos_token_id": tok.bos_token_id, "eos_token_id": end_token_ids(tok), "pad_token_id": tok.pad_token_id,
-         "do_sample": False}, indent=2) + "\n")
-
-
-def conversations_to_jsonl(convs, path: Path) -> None:
-    atomic_write_text(path, "".join(json.dumps({"qid": c.qid, "domain": c.domain, "messages": c.messages,
-                                                "answers": c.answers, "noisy": c.noisy}) + "\n" for c in convs))
-
-
-def load_conversations(path: Path) -> list:
-    from fusion.domains import Conversation
-
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FusevalError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise FusevalError(f"{path}: cannot read conversations ({e.__class__.__name__})") from None
-    out = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            d = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise FusevalError(f"{path}:{n}: not a conversation record (invalid JSON: {e.msg})") from None
-        msgs = d.get("messages") if isinstance(d, dict) else None
-        if not (isinstance(msgs, list) and msgs and all(
-                isinstance(m, dict) and isinstance(m.get("role"), str) and isinstance(m.get("content"), str)
-                for m in msgs)):
-            raise FusevalError(f"{path}:{n}: not a conversation record ('messages' must be a non-empty list of "
-                               "{role, content} objects)")
-        out.append(Conversation(d.get("domain", ""), str(d.get("qid", n)), msgs, d.get("answers", []),
-                                bool(d.get("noisy", False))))
-    return out
-
-
 def build_world(root: str | Path, spec: WorldSpec | None = None, progress: bool = False) -> Path:
     """Build (or reuse) the world under root/world-KEY: tokenizers, pivot, sources, fusion and test data.
 
     Returns the world directory, which holds world.json (the spec and training summaries),
     one HF model directory per model, fusion.jsonl (the fusion training set) and test.jsonl.
     """
-    from fusion import domains as D
-
     spec = spec or WorldSpec()
     out = Path(root) / f"world-{spec.key()}"
     if (out / "world.json").exists():
@@ -204,8 +150,8 @@ def build_world(root: str | Path, spec: WorldSpec | None = None, progress: bool 
         fusion = [c for d in all_domains for c in D.generate(
             d, spec.fusion_per_domain, spec.seed + 1000, "train", noise=spec.fusion_noise if d in source_domains else 0.0)]
         test = [c for d in all_domains for c in D.generate(d, spec.test_per_domain, spec.seed + 2000, "test", unique=True)]
-        conversations_to_jsonl(fusion, tmp / "fusion.jsonl")
-        conversations_to_jsonl(test, tmp / "test.jsonl")
+        save_conversations(fusion, tmp / "fusion.jsonl")
+        save_conversations(test, tmp / "test.jsonl")
         atomic_write_text(tmp / "world.json", json.dumps({"spec": spec.model_dump(), "training": summaries}, indent=2))
     write_fuse_recipe(out, spec)
     return out
@@ -240,10 +186,8 @@ def score(model_dir: str | Path, convs, batch_size: int = 64) -> np.ndarray:
     """Exact-answer correctness [n_conversations, n_turns] of a model's greedy two-turn answers."""
     from transformers import AutoModelForCausalLM
 
-    from fusion.chat import answer_two_turns, load_tokenizer
-    from fusion.domains import check
 
     tok = load_tokenizer(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32, use_safetensors=True).eval()
     answers = answer_two_turns(model, tok, [c.prompt_turns() for c in convs], batch_size=batch_size)
-    return np.array([check(c, a) for c, a in zip(convs, answers)], dtype=bool)
+    return np.array([D.check(c, a) for c, a in zip(convs, answers)], dtype=bool)

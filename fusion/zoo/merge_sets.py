@@ -1,20 +1,16 @@
 """The tiny local zoo: small random Hugging Face checkpoints and tokenizers, built without a hub.
 
-    python -m fusion.zoo merge-set runs/zoo --size tiny   # base + 2 fine-tuned-like variants
+    python -m fusion.zoo merge-set runs/zoo --size tiny   # base + 2 fine-tuned-like variants (fusion/zoo/__main__.py)
 
 `merge_set` writes a base model and variants φ_k = θ + δ_k whose deltas differ per layer (each
 variant "specializes" in a different depth band and is sparse in a different way), so merge
 methods produce visibly different results. Checkpoints are written tensor by tensor with the
 streaming writer, so the ~1B-parameter benchmark set never needs a whole model in memory.
 Built sets are cached under their directory, keyed by their parameters.
-
-The trained world (`build_world`, `WorldSpec`, ...) lives in fusion/world.py and the tokenizer
-trainers in fusion/tokenizer.py; both are re-exported here, so `zoo.build_world` keeps working.
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -26,29 +22,7 @@ from fusion.common.files import atomic_output_dir, atomic_write_text
 from fusion.common.hashing import derived_seed
 from fusion.io import DEFAULT_SHARD_BYTES, ShardedWriter, dtype_name, parse_dtype
 from fusion.merge.params import layer_index
-from fusion.tokenizer import (  # noqa: F401  (re-exported: callers use zoo.train_bpe_tokenizer, ...)
-    CHAT_TEMPLATE,
-    SPECIAL_TOKENS,
-    build_tokenizer,
-    train_bpe_tokenizer,
-    train_sp_tokenizer,
-)
-from fusion.world import (  # noqa: F401  (re-exported: callers use zoo.build_world, zoo.WorldSpec, ...)
-    WORLD_FUSE_RECIPE,
-    WORLD_TEMPLATE,
-    ModelSpec,
-    WorldSpec,
-    build_world,
-    conversations_to_jsonl,
-    encode_conversations,
-    load_conversations,
-    model_config,
-    score,
-    train_specialist,
-    world_tokenizer,
-    write_fuse_recipe,
-    write_generation_config,
-)
+from fusion.zoo.tokenizers import build_tokenizer
 
 
 @dataclass(frozen=True)
@@ -163,22 +137,3 @@ def merge_set(root: str | Path, size: str = "tiny", n_variants: int = 2, seed: i
         write_checkpoint(paths[f"variant{k + 1}"], config, variant_tensor, torch_dtype, shard_bytes, tokenizer_from=home)
     atomic_write_text(home / "zoo.json", json.dumps(params, indent=2) + "\n")
     return paths
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Build the tiny local model zoo.")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    ms = sub.add_parser("merge-set", help="base + fine-tuned-like variants for merge tests and benchmarks")
-    ms.add_argument("root")
-    ms.add_argument("--size", choices=sorted(SIZES), default="tiny")
-    ms.add_argument("--variants", type=int, default=2)
-    ms.add_argument("--seed", type=int, default=0)
-    ms.add_argument("--dtype", default="float32")
-    ms.add_argument("--shard-bytes", type=int, default=DEFAULT_SHARD_BYTES)
-    a = ap.parse_args(argv)
-    for role, path in merge_set(a.root, a.size, a.variants, a.seed, a.dtype, a.shard_bytes).items():
-        print(f"{role}\t{path}")
-
-
-if __name__ == "__main__":
-    main()

@@ -21,9 +21,10 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from fusion.common.errors import FusevalError
+from fusion.conversations import Conversation
 
 _NAMES = ["Ada", "Bo", "Cy", "Dee", "Eli", "Fay", "Gus", "Hal", "Ida", "Jo", "Kim", "Lu", "Max", "Ned", "Ola", "Pip"]
 _CITIES = ["Lima", "Oslo", "Rome", "Kyiv", "Nice", "Bern", "Doha", "Riga", "Baku", "Hue", "Cork", "Pune"]
@@ -31,20 +32,6 @@ _PETS = ["cat", "dog", "owl", "fox", "eel", "yak", "bat", "hen", "ant", "cod"]
 _WORDS = ["red", "blue", "green", "cold", "warm", "fast", "slow", "tall", "small", "dark", "light", "soft",
           "loud", "calm", "sun", "moon", "star", "tree", "rock", "wind", "rain", "snow", "bird", "fish"]
 _VARS = ["a", "b", "c", "n", "x", "y", "z", "k"]
-
-
-@dataclass(frozen=True)
-class Conversation:
-    """One two-turn example: the chat messages and the exact answer core of each assistant turn."""
-
-    domain: str
-    qid: str
-    messages: list[dict] = field(hash=False)
-    answers: list[str] = field(hash=False)
-    noisy: bool = False  # the answers are the domain's plausible wrong ones (see `generate(noise=...)`)
-
-    def prompt_turns(self) -> list[str]:
-        return [m["content"] for m in self.messages if m["role"] == "user"]
 
 
 @dataclass(frozen=True)
