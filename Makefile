@@ -10,7 +10,7 @@ VLLM_STAMP := $(VENV)/.fuseval-vllm-installed
 # does not exist"); nothing here needs them.
 CUDA_EXTRAS := torchvision torchaudio torchcodec triton
 
-.PHONY: demo test bench venv venv-vllm clean
+.PHONY: demo test lint bench venv venv-vllm clean
 
 venv: $(STAMP)
 venv-vllm: $(VLLM_STAMP)
@@ -36,9 +36,17 @@ $(VLLM_STAMP): $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/fuseval demo --workspace runs
 
+# Lint and type-check first (ruff: pyflakes, pycodestyle, isort, bugbear, pyupgrade; mypy: the typed public API;
+# both configured in pyproject.toml), then the tests.
 # pytest exits 5 when it collects no tests; that is not a failure of the code under test.
 test: $(VLLM_STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(PY) -m pytest -q --durations=15 tests; rc=$$?; if [ $$rc -eq 5 ]; then echo "no tests collected"; exit 0; fi; exit $$rc
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 bench: $(STAMP)
 	$(PY) benchmarks/perf/run_all.py

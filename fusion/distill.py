@@ -65,7 +65,8 @@ class TeacherStore:
         try:
             self.index = json.loads(path.read_text()) if path.exists() else {"shards": []}
         except json.JSONDecodeError:
-            raise FusevalError(f"{path}: corrupt teacher index (not JSON); delete the directory to re-extract") from None
+            raise FusevalError(f"{path}: corrupt teacher index (not JSON); delete the directory to "
+                               "re-extract") from None
         self._where: dict[str, tuple[int, int]] = {}
         self._loaded: dict[int, dict[str, np.ndarray]] = {}
         self._reindex()

@@ -54,7 +54,8 @@ class FusionParams(BaseModel):
     function: Literal["min_ce", "avg_ce"] = Field("min_ce", description="Fusion function over candidates.")
     top_k: int = Field(10, ge=1, description="Entries kept per response token.")
     temperature: float = Field(1.0, gt=0, description="τ applied to the top-K log-probs before renormalizing.")
-    max_distance: int = Field(0, ge=0, description="Transfer across 1:1 pairs whose texts differ by at most this many edits.")
+    max_distance: int = Field(0, ge=0, description="Transfer across 1:1 pairs whose texts differ by at most this many "
+                                                   "edits.")
     backend: Literal["transformers", "vllm"] = Field("transformers", description="Teacher extraction backend.")
     batch_size: int = Field(32, ge=1, description="Examples per extraction forward pass.")
 
@@ -79,7 +80,8 @@ class FuseConfig(BaseModel):
     fusion: FusionParams = FusionParams()
     train: TrainConfig = TrainConfig()
     merge: MergeStage = MergeStage()
-    seeds: list[int] = Field(default=[0], min_length=1, description="Training seeds; each gives targets, merge and control.")
+    seeds: list[int] = Field(default=[0], min_length=1, description="Training seeds; each gives targets, merge and "
+                                                                    "control.")
     control: bool = Field(True, description="Also train the gold-only control (λ = 1).")
 
 
@@ -89,7 +91,8 @@ def load_fuse_config(path: str | Path) -> FuseConfig:
     cfg = validate_config(FuseConfig, read_yaml(path), str(path))
     here = path.resolve().parent
     fix = lambda p: str(p if os.path.isabs(p) else here / p)  # noqa: E731
-    return cfg.model_copy(update={"pivot": fix(cfg.pivot), "sources": [fix(s) for s in cfg.sources], "data": fix(cfg.data)})
+    return cfg.model_copy(update={"pivot": fix(cfg.pivot), "sources": [fix(s) for s in cfg.sources],
+                                  "data": fix(cfg.data)})
 
 
 def _texts(tok, ids: np.ndarray) -> tuple[list[str], list[str | None]]:
@@ -137,7 +140,7 @@ def fused_examples(convs, pivot_dir: Path, pivot_store: TeacherStore, sources: l
         if len(p_rec.tokens) != len(resp) or not np.array_equal(p_rec.tokens, ids[resp]):
             raise FusevalError(f"teacher record of {c.qid} does not match the pivot's tokens; re-extract the teachers")
         cands = [Candidate(p_rec.ids.astype(np.int64), topk_probs(p_rec.logprobs, params.temperature), p_rec.ce)]
-        for (s_dir, s_store), s_tok, vmap in zip(sources, s_toks, vmaps):
+        for (_s_dir, s_store), s_tok, vmap in zip(sources, s_toks, vmaps):
             s_rec = s_store.get(record_key(c))
             a_ids, a_lp, done = align_source(s_rec, s_tok, p_rec, p_tok, vmap, params.max_distance)
             cands.append(Candidate(a_ids, topk_probs(a_lp, params.temperature), s_rec.ce))
@@ -153,13 +156,15 @@ def fused_examples(convs, pivot_dir: Path, pivot_store: TeacherStore, sources: l
     stats = {
         "picked": {d: dict(cnt) for d, cnt in sorted(picks.items())},
         "picked_on_noisy": {d: dict(cnt) for d, cnt in sorted(picks_noisy.items())},
-        "mean_weight": {d: dict(zip(names, (v / sum(picks[d].values())).round(4).tolist())) for d, v in weight_sum.items()},
+        "mean_weight": {d: dict(zip(names, (v / sum(picks[d].values())).round(4).tolist()))
+                        for d, v in weight_sum.items()},
         "transferred_share": moved / total if total else 0.0,
     }
     return examples, stats
 
 
-def _train_from(pivot_dir: Path, examples: list[Example], cfg: TrainConfig, out: Path, recipe: dict, progress: bool) -> dict:
+def _train_from(pivot_dir: Path, examples: list[Example], cfg: TrainConfig, out: Path, recipe: dict,
+                progress: bool) -> dict:
     """Train a copy of the pivot and save it (atomically) with the pivot's tokenizer and a recipe."""
     import torch
     from transformers import AutoModelForCausalLM

@@ -58,7 +58,8 @@ class TrainConfig(BaseModel):
     max_len: int = Field(256, ge=8, description="Longer examples are truncated (and counted).")
     seed: int = Field(0, description="Seeds data order and any initialization done here.")
     bf16: bool | None = Field(None, description="bf16 autocast; None = on for CUDA devices that support it.")
-    checkpoint_every: int = Field(0, ge=0, description="Save a resumable checkpoint every N steps (0: only at the end).")
+    checkpoint_every: int = Field(0, ge=0, description="Save a resumable checkpoint every N steps "
+                                                       "(0: only at the end).")
     device: str = Field("cpu", description="torch device for a plain (non-accelerate) run.")
 
 
@@ -216,7 +217,8 @@ def train(model, examples: list[Example], cfg: TrainConfig, out_dir: str | Path 
         raise FusevalError("no training examples")
     examples, n_cut = truncate(examples, cfg.max_len)
     if n_cut:
-        log.warning("%d of %d examples were longer than max_len=%d tokens and were truncated", n_cut, len(examples), cfg.max_len)
+        log.warning("%d of %d examples were longer than max_len=%d tokens and were truncated", n_cut, len(examples),
+                    cfg.max_len)
     n_all = len(examples)
     examples = [ex for ex in examples if (ex.resp_pos >= 1).any()]
     if not examples:

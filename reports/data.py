@@ -36,7 +36,7 @@ class Gate:
     high: float
     margin: float
     level: float          # e.g. 0.90
-    sentence: str         # the one-sentence outcome, already worded (harness.wording.gate_sentence)
+    sentence: str         # the one-sentence outcome, already worded (harness.analysis.wording.gate_sentence)
 
 
 @dataclass

@@ -14,7 +14,7 @@ import io
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -231,7 +231,7 @@ def trend_figure(history: pd.DataFrame) -> bytes | None:
         ax = fig.add_subplot()
         for i, (model, part) in enumerate(df.groupby("model", sort=False)):
             part = part.sort_values("started")
-            when = [datetime.fromtimestamp(float(s), tz=timezone.utc) for s in part["started"]]
+            when = [datetime.fromtimestamp(float(s), tz=UTC) for s in part["started"]]
             mean, low, high = _arrays(part, "mean")
             color = COLORS[i % len(COLORS)]
             ax.plot(when, mean, marker="o", color=color, label=_label(model))

@@ -4,13 +4,13 @@
     fmt_estimate((0.42, -0.05, 0.90), signed=True)  # '+0.42 (95% interval −0.05 to +0.90)'
 
 `reports` imports neither `harness` nor `fusion` (DESIGN.md section 1), so the report keeps these few
-helpers itself; they word numbers exactly as `harness.wording` does (DESIGN.md section 3.5).
+helpers itself; they word numbers exactly as `harness.analysis.wording` does (DESIGN.md section 3.5).
 """
 
 from __future__ import annotations
 
 import math
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 MINUS = "\u2212"  # '−', as in DESIGN.md's "+0.42 (95% interval −0.05 to +0.90)"
 
@@ -60,5 +60,5 @@ def fmt_time(epoch: object) -> str:
     """Epoch seconds -> '2024-05-01 12:00 UTC'; other values as given, '' when missing."""
     if not _finite(epoch):
         return "" if epoch is None else str(epoch)
-    when = datetime.fromtimestamp(float(epoch), tz=timezone.utc)  # type: ignore[arg-type]
+    when = datetime.fromtimestamp(float(epoch), tz=UTC)  # type: ignore[arg-type]
     return when.strftime("%Y-%m-%d %H:%M UTC")

@@ -93,10 +93,10 @@ def _assert_markup_is_ours(page: _Tags, allowed: set[str], src_prefix: str, href
 def _payload_store(tmp_path: Path):
     """A store whose run names, questions, answers, judge outputs and metrics all carry payloads."""
     from fusion.common.hashing import digest
-    from harness.bench import Question
-    from harness.results import record_results
+    from harness.analysis.results import record_results
+    from harness.formats.questions import Question
+    from harness.run.suite import GateSpec, JudgeSpec, Suite
     from harness.store import AnswerRow, JudgmentRow, Store, answer_key
-    from harness.suite import GateSpec, JudgeSpec, Suite
 
     store = Store(tmp_path / "runs.db")
     questions = [Question(question_id=f"q{i}" + SCRIPT if i == 0 else i, category=CATEGORIES[i % 3],
@@ -127,7 +127,7 @@ def _payload_store(tmp_path: Path):
     suite = Suite(name="placeholder", benchmarks=["zoo"], judge=JudgeSpec(note="note " + SVG),
                   gate=GateSpec(baseline="placeholder", margin=0.5)).model_dump(mode="json")
     suite["name"], suite["gate"]["baseline"] = SUITE, BASE  # a suite file cannot hold these names; a store can
-    # The run's config as harness.runner.run_suite records it, with a grid, seeds and an lm-eval bench.
+    # The run's config as harness.run.runner.run_suite records it, with a grid, seeds and an lm-eval bench.
     config = {"suite_file": str(tmp_path / ("suite" + IMG + ".yml")), "suite": suite, "backend": "openai",
               "workspace": str(tmp_path / ("ws" + SVG)), "models": models,
               "recipes": {CAND + "@s0": yaml.safe_dump({"config": {"merge_method": "ties" + SCRIPT, "models": [1, 2],
@@ -149,7 +149,7 @@ def _payload_store(tmp_path: Path):
 
 @pytest.fixture(scope="module")
 def payload_report(tmp_path_factory) -> dict[str, Path]:
-    from harness.results import report_data
+    from harness.analysis.results import report_data
     from reports.render import render_report
 
     tmp = tmp_path_factory.mktemp("xss")
@@ -207,8 +207,9 @@ def judge_code(monkeypatch):
     """Grade a model's answer with a `code` check, the way the programmatic judge does, in a chosen sandbox mode."""
     import functools
 
+    from harness.formats.checks import CodeCheck
     from harness.judges import programmatic
-    from harness.judges.programmatic import CodeCheck, check_answer
+    from harness.judges.programmatic import check_answer
     from harness.judges.sandbox import run_python
 
     def grade(program: str, tests: str = "pass", namespaces: bool | None = None):
@@ -453,7 +454,7 @@ def test_a_served_model_listens_on_loopback_only(tmp_path):
 SCANNED = ("fusion", "harness", "reports", "benchmarks")
 PICKLERS = {"pickle", "_pickle", "cPickle", "cloudpickle", "dill", "joblib", "marshal", "shelve"}
 # torch.load runs only here: CheckpointReader._load_pickle, reached only with --allow-pickle, weights_only=True.
-TORCH_LOAD_OPT_IN = {("fusion/io.py", "_load_pickle")}
+TORCH_LOAD_OPT_IN = {("fusion/io/reader.py", "_load_pickle")}
 
 
 def _calls(path: Path):
@@ -525,7 +526,7 @@ def test_no_pickle_loading_or_remote_code_outside_the_opt_in_paths():
 
 def test_the_pickle_opt_in_path_is_guarded():
     """The one torch.load refuses a .bin checkpoint unless --allow-pickle, and loads with weights_only=True."""
-    src = (ROOT / "fusion" / "io.py").read_text(encoding="utf-8")
+    src = (ROOT / "fusion" / "io" / "reader.py").read_text(encoding="utf-8")
     fn = next(n for n in ast.walk(ast.parse(src)) if isinstance(n, ast.FunctionDef) and n.name == "_load_pickle")
     body = ast.get_source_segment(src, fn)
     assert body.index("if not allow_pickle") < body.index("torch.load(") and "weights_only=True" in body
@@ -535,7 +536,7 @@ def test_remote_code_stays_off_where_models_and_tokenizers_load(tmp_path):
     """The transformers backend says False itself; lm-eval's hf model gets no override of its default, False."""
     import importlib.util
 
-    from harness.lmeval import _model
+    from harness.run.lmeval import _model
 
     hf = ast.parse((ROOT / "harness" / "backends" / "hf.py").read_text(encoding="utf-8"))
     loads = [c for c in ast.walk(hf) if isinstance(c, ast.Call) and _dotted(c.func).endswith("from_pretrained")

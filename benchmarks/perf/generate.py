@@ -9,7 +9,7 @@ vLLM server." One server (harness.backends.vllm_server.VLLMBackend, float32, pre
 that every run does the same prefill work) serves the model: by default the tiny world's pivot,
 built once with fusion.zoo.build_world under runs/world (~3 min if not there yet).
 
-1. ours: harness.generate.generate_answers(backend, questions, <temp>/ours-N.jsonl, settings,
+1. ours: harness.run.generate.generate_answers(backend, questions, <temp>/ours-N.jsonl, settings,
    chunk_size) exactly as `fuseval generate` calls it: each chunk's turn-1 requests at once, then
    its turn-2 requests (holding the model's turn-1 answers), answers written to a FastChat file.
 2. direct: what a user would write by hand: one async client and an asyncio.Semaphore(concurrency),
@@ -52,8 +52,9 @@ import _common as C  # noqa: E402
 
 sys.path.insert(0, str(C.REPO))
 from harness.backends.vllm_server import VLLMBackend, VLLMOptions, vllm_available  # noqa: E402
-from harness.bench import Question, load_answers, load_questions, resolve_bench, zoo_questions  # noqa: E402
-from harness.generate import GenerationSettings, generate_answers, sample_seed  # noqa: E402
+from harness.formats.questions import Question, load_answers, load_questions, resolve_bench  # noqa: E402
+from harness.formats.zoo import zoo_questions
+from harness.run.generate import GenerationSettings, generate_answers, sample_seed  # noqa: E402
 
 TARGET = 0.9
 DIRECT_KINDS = ("openai", "httpx")

@@ -216,11 +216,13 @@ def report(rows: list[dict], floor: dict, mk_note: str, judged: bool) -> list[di
             # The merge's own time (start-up excluded: ~1.5 s of importing torch is no part of merging).
             t_in = fv.get("merge_seconds") if fv.get("ok") else None
             x = t_in / floor["warm_s"] if t_in else None
-            checks.append(C.target("linear: fuseval merge time / warm read floor", x, "<= 2", None if x is None else x <= 2))
+            checks.append(C.target("linear: fuseval merge time / warm read floor", x, "<= 2",
+                                   None if x is None else x <= 2))
         if not judged:
             checks = [{**c, "ok": None} for c in checks]
         targets += checks
-        verdict = ", ".join(f"{c['target']}:{'n/a' if c['ok'] is None else 'pass' if c['ok'] else 'FAIL'}" for c in checks)
+        verdict = ", ".join(f"{c['target']}:{'n/a' if c['ok'] is None else 'pass' if c['ok'] else 'FAIL'}"
+                            for c in checks)
         table.append([r["method"], fmt(t_f), fmt(t_m), fmt(ratio, ".2f", "x"), fmt(rss_f, ".0f"), fmt(rss_m, ".0f"),
                       fmt(rss_ratio, ".2f"), verdict])
     print()
@@ -234,7 +236,8 @@ def report(rows: list[dict], floor: dict, mk_note: str, judged: bool) -> list[di
     print(f"\nI/O floor (linear inputs, {floor['bytes'] / 1e9:.2f} GB): read warm {floor['warm_s']:.2f}s, "
           f"cold {floor['cold_s']:.2f}s; writing the output's bytes {floor['write_warm_s']:.2f}s "
           f"({floor['write_s']:.2f}s the first time)"
-          + (f", with O_DIRECT (as fuseval writes) {floor['write_direct_s']:.2f}s" if floor.get("write_direct_s") else ""))
+          + (f", with O_DIRECT (as fuseval writes) {floor['write_direct_s']:.2f}s"
+             if floor.get("write_direct_s") else ""))
     if lin and lin.get("merge_seconds"):
         t_in, t_wall = lin["merge_seconds"], lin["seconds"]
         print(f"fuseval linear: merge {t_in:.2f}s (process {t_wall:.2f}s with start-up) = "
@@ -258,12 +261,14 @@ def report(rows: list[dict], floor: dict, mk_note: str, judged: bool) -> list[di
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", choices=sorted(SHARD_BYTES), default="1b", help="zoo model size (default 1b)")
     ap.add_argument("--quick", action="store_true", help="same as --size tiny (used by run_all.py --quick)")
     ap.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {','.join(METHODS)}")
     ap.add_argument("--repeats", type=int, default=2,
-                    help="runs per tool and method, order alternating; fastest time and largest RSS reported (default 2)")
+                    help="runs per tool and method, order alternating; fastest time and largest RSS reported "
+                         "(default 2)")
     ap.add_argument("--keep-outputs", action="store_true", help="keep merged models under .cache/merge/<size>/out")
     a = ap.parse_args(argv)
     size = "tiny" if a.quick else a.size

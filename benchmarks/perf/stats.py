@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common as C  # noqa: E402
 
 sys.path.insert(0, str(C.REPO))
-from harness.stats import bradley_terry, mean_interval  # noqa: E402
+from harness.analysis.stats import bradley_terry, mean_interval  # noqa: E402
 
 SIZES = {  # (questions, bootstrap resamples, loop resamples, BT comparisons, BT resamples)
     "full": (1_000, 10_000, 500, 1_000, 1_000),

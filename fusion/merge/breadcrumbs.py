@@ -4,16 +4,17 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from fusion.merge.registry import register
+from fusion.merge.base import register
 from fusion.merge.sparsify import magnitude_outliers
-from fusion.merge.task_arithmetic import TaskArithmeticParams, combine_deltas, deltas_in_place
+from fusion.merge.task_arithmetic import TaskArithmeticParams, combine_weighted, deltas_in_place
 from fusion.merge.ties import DensityParams
 
 
 class BreadcrumbsModelParams(DensityParams):
     """Per-model parameters of breadcrumbs."""
 
-    gamma: float = Field(default=0.01, ge=0.0, le=1.0, description="Fraction of the largest |δ| entries dropped as outliers.")
+    gamma: float = Field(default=0.01, ge=0.0, le=1.0,
+                         description="Fraction of the largest |δ| entries dropped as outliers.")
 
 
 def _crumbs(base, models, model_params):
@@ -23,12 +24,10 @@ def _crumbs(base, models, model_params):
 @register("breadcrumbs", model_params=BreadcrumbsModelParams, global_params=TaskArithmeticParams)
 def breadcrumbs(base, models, model_params, params, ctx):
     """θ + λ Σ w_i crumbs(δ_i)."""
-    return combine_deltas(base, _crumbs(base, models, model_params), [p.weight for p in model_params],
-                          consensus=False, normalize=params.normalize, lam=params.lambda_)
+    return combine_weighted(base, _crumbs(base, models, model_params), model_params, params, consensus=False)
 
 
 @register("breadcrumbs_ties", model_params=BreadcrumbsModelParams, global_params=TaskArithmeticParams)
 def breadcrumbs_ties(base, models, model_params, params, ctx):
     """Breadcrumbs with TIES sign election."""
-    return combine_deltas(base, _crumbs(base, models, model_params), [p.weight for p in model_params],
-                          consensus=True, normalize=params.normalize, lam=params.lambda_)
+    return combine_weighted(base, _crumbs(base, models, model_params), model_params, params, consensus=True)

@@ -31,7 +31,8 @@ class MergeConfig(BaseModel):
     parameters: dict[str, Any] = Field(default_factory=dict, description="Global parameters and per-model defaults.")
     dtype: str | None = Field(default=None, description="Compute dtype (mergekit's meaning); default float32.")
     out_dtype: str | None = Field(default=None, description="Written dtype; default `dtype`, else the base's.")
-    tokenizer_source: str | None = Field(default=None, description="'base' or a model path to copy tokenizer/config from.")
+    tokenizer_source: str | None = Field(default=None,
+                                         description="'base' or a model path to copy tokenizer/config from.")
     seed: int = Field(default=0, description="Seed for random methods (DARE, DELLA); recorded in the recipe.")
 
 
@@ -60,17 +61,23 @@ def parse_merge_config(data: Any, source: str = "<config>") -> MergeConfig:
         for key, value in entry.parameters.items():
             if key not in model_keys:
                 allowed = ", ".join(sorted(model_keys)) or "none"
-                raise FusevalError(f"{source}: unknown parameter 'models[{i}].parameters.{key}' for {cfg.merge_method} (per-model parameters: {allowed})")
+                raise FusevalError(f"{source}: unknown parameter 'models[{i}].parameters.{key}' for "
+                                   f"{cfg.merge_method} (per-model parameters: {allowed})")
             check_value(value, f"{source}: models[{i}].parameters.{key}")
     for key, value in cfg.parameters.items():
         if key not in model_keys | global_keys:
             allowed = ", ".join(sorted(model_keys | global_keys)) or "none"
-            raise FusevalError(f"{source}: unknown parameter 'parameters.{key}' for {cfg.merge_method} (allowed: {allowed})")
+            raise FusevalError(f"{source}: unknown parameter 'parameters.{key}' for {cfg.merge_method} "
+                               f"(allowed: {allowed})")
         check_value(value, f"{source}: parameters.{key}")
     if method.base == "required" and not cfg.base_model:
         raise FusevalError(f"{source}: merge_method {cfg.merge_method} needs 'base_model'")
     n = len([m for m in cfg.models if m.model != cfg.base_model]) if method.base == "required" else len(cfg.models)
     if n < method.min_models or (method.max_models is not None and n > method.max_models):
-        want = f"{method.min_models}" + (f" to {method.max_models}" if method.max_models != method.min_models else "") if method.max_models else f"at least {method.min_models}"
+        if method.max_models:
+            upper = f" to {method.max_models}" if method.max_models != method.min_models else ""
+            want = f"{method.min_models}{upper}"
+        else:
+            want = f"at least {method.min_models}"
         raise FusevalError(f"{source}: {cfg.merge_method} takes {want} model(s) besides the base, got {n}")
     return cfg

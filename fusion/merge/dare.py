@@ -13,9 +13,9 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from fusion.merge.registry import register
+from fusion.merge.base import register
 from fusion.merge.sparsify import random_drop
-from fusion.merge.task_arithmetic import TaskArithmeticParams, combine_deltas, deltas_in_place
+from fusion.merge.task_arithmetic import TaskArithmeticParams, combine_weighted, deltas_in_place
 from fusion.merge.ties import DensityParams
 
 
@@ -23,7 +23,8 @@ class DareParams(TaskArithmeticParams):
     """Global parameters of DARE."""
 
     rescale: Literal["density", "l1", "none"] = Field(
-        default="density", description="Kept entries × 1/p (density), × L1 ratio (l1, mergekit 0.1.5), or as is (none).")
+        default="density",
+        description="Kept entries × 1/p (density), × L1 ratio (l1, mergekit 0.1.5), or as is (none).")
 
     @field_validator("rescale", mode="before")
     @classmethod
@@ -55,12 +56,12 @@ def _dropped(base, models, model_params, params, ctx):
 @register("dare_linear", model_params=DensityParams, global_params=DareParams)
 def dare_linear(base, models, model_params, params, ctx):
     """θ + λ Σ w_i DARE(δ_i)."""
-    return combine_deltas(base, _dropped(base, models, model_params, params, ctx), [p.weight for p in model_params],
-                          consensus=False, normalize=params.normalize, lam=params.lambda_)
+    deltas = _dropped(base, models, model_params, params, ctx)
+    return combine_weighted(base, deltas, model_params, params, consensus=False)
 
 
 @register("dare_ties", model_params=DensityParams, global_params=DareTiesParams)
 def dare_ties(base, models, model_params, params, ctx):
     """TIES sign election over DARE-sparsified deltas."""
-    return combine_deltas(base, _dropped(base, models, model_params, params, ctx), [p.weight for p in model_params],
-                          consensus=True, normalize=params.normalize, lam=params.lambda_)
+    deltas = _dropped(base, models, model_params, params, ctx)
+    return combine_weighted(base, deltas, model_params, params, consensus=True)

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
+from fusion.merge.base import register
 from fusion.merge.dare import DareParams
-from fusion.merge.registry import register
 from fusion.merge.sparsify import rank_sampling
-from fusion.merge.task_arithmetic import combine_deltas, deltas_in_place
+from fusion.merge.task_arithmetic import combine_weighted, deltas_in_place
 from fusion.merge.ties import DensityParams
 
 
 class DellaModelParams(DensityParams):
     """Per-model parameters of DELLA."""
 
-    epsilon: float = Field(default=0.15, ge=0.0, le=1.0, description="Keep probabilities span density ± epsilon by magnitude rank.")
+    epsilon: float = Field(default=0.15, ge=0.0, le=1.0,
+                           description="Keep probabilities span density ± epsilon by magnitude rank.")
 
     @model_validator(mode="after")
     def _window_inside_unit(self):
@@ -37,12 +38,12 @@ def _pruned(base, models, model_params, params, ctx):
 @register("della", model_params=DellaModelParams, global_params=DellaTiesParams)
 def della(base, models, model_params, params, ctx):
     """TIES sign election over MagPrune-sparsified deltas."""
-    return combine_deltas(base, _pruned(base, models, model_params, params, ctx), [p.weight for p in model_params],
-                          consensus=True, normalize=params.normalize, lam=params.lambda_)
+    deltas = _pruned(base, models, model_params, params, ctx)
+    return combine_weighted(base, deltas, model_params, params, consensus=True)
 
 
 @register("della_linear", model_params=DellaModelParams, global_params=DareParams)
 def della_linear(base, models, model_params, params, ctx):
     """θ + λ Σ w_i MagPrune(δ_i)."""
-    return combine_deltas(base, _pruned(base, models, model_params, params, ctx), [p.weight for p in model_params],
-                          consensus=False, normalize=params.normalize, lam=params.lambda_)
+    deltas = _pruned(base, models, model_params, params, ctx)
+    return combine_weighted(base, deltas, model_params, params, consensus=False)

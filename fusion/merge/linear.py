@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from fusion.common.errors import FusevalError
-from fusion.merge.registry import Params, register
+from fusion.merge.base import Params, register
 from fusion.merge.task_arithmetic import WeightParams
 
 

@@ -7,7 +7,7 @@ import itertools
 import torch
 from pydantic import Field
 
-from fusion.merge.registry import Params, register
+from fusion.merge.base import Params, register
 
 
 class ModelStockParams(Params):

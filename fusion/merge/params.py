@@ -45,10 +45,12 @@ def check_value(value: Any, where: str) -> None:
             for cond in value:
                 extra = set(cond) - {"filter", "value"}
                 if extra or "value" not in cond:
-                    raise FusevalError(f"{where}: a condition needs 'value' and optionally 'filter', got keys {sorted(cond)}")
+                    raise FusevalError(f"{where}: a condition needs 'value' and optionally 'filter', "
+                                       f"got keys {sorted(cond)}")
                 check_value(cond["value"], where)
             return
-    raise FusevalError(f"{where}: expected a number, a list of numbers (layer gradient) or a list of {{filter, value}}, got {value!r}")
+    raise FusevalError(f"{where}: expected a number, a list of numbers (layer gradient) or a list of "
+                       f"{{filter, value}}, got {value!r}")
 
 
 _NO_MATCH = object()

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from pydantic import Field
 
-from fusion.merge.registry import Params, register
+from fusion.merge.base import Params, register
 from fusion.merge.sparsify import top_k_mask
 from fusion.merge.task_arithmetic import elect_sign_mask
 

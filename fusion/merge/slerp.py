@@ -7,7 +7,7 @@ import math
 import torch
 from pydantic import Field
 
-from fusion.merge.registry import Params, register
+from fusion.merge.base import Params, register
 
 # Beyond this |cos| the vectors are (anti)parallel and the sin ω division is unstable: lerp instead.
 DOT_THRESHOLD = 0.9995

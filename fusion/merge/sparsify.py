@@ -167,7 +167,8 @@ def rank_sampling_probs(delta: torch.Tensor, density: float, epsilon: float) -> 
     return probs.clamp(0.0, 1.0).reshape(delta.shape)
 
 
-def rank_sampling(delta: torch.Tensor, density: float, epsilon: float, rng: np.random.Generator, how: Rescale) -> torch.Tensor:
+def rank_sampling(delta: torch.Tensor, density: float, epsilon: float, rng: np.random.Generator,
+                  how: Rescale) -> torch.Tensor:
     """DELLA's MagPrune: sample keeps with rank-dependent probabilities, rescale kept entries by 1/p."""
     if density >= 1.0:
         return delta

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from fusion.merge.registry import Params, register
+from fusion.merge.base import Params, register
 
 
 class WeightParams(Params):
@@ -21,7 +21,8 @@ class TaskArithmeticParams(Params):
     model_config = Params.model_config | {"populate_by_name": True}
     lambda_: float = Field(default=1.0, alias="lambda", description="λ, scale of the merged delta.")
     normalize: bool = Field(default=False, description="Divide the weighted sum by Σ w_i.")
-    int8_mask: bool = Field(default=False, description="Accepted for mergekit compatibility; masks are boolean here anyway.")
+    int8_mask: bool = Field(default=False,
+                            description="Accepted for mergekit compatibility; masks are boolean here anyway.")
 
 
 def elect_sign_mask(weighted: torch.Tensor) -> torch.Tensor:
@@ -88,6 +89,13 @@ def combine_deltas(base: torch.Tensor, deltas: list[torch.Tensor], weights: list
     return mixed.mul_(lam).add_(base)
 
 
+def combine_weighted(base: torch.Tensor, deltas: list[torch.Tensor], model_params: list, params, *,
+                     consensus: bool) -> torch.Tensor:
+    """`combine_deltas` with a method's parameters: each model's `weight`, and the method's `normalize` and λ."""
+    return combine_deltas(base, deltas, [p.weight for p in model_params], consensus=consensus,
+                          normalize=params.normalize, lam=params.lambda_)
+
+
 def _fused_ok(base: torch.Tensor, deltas: list[torch.Tensor]) -> bool:
     """The numba kernel serves contiguous CPU float32/float64 tensors of one dtype."""
     return base.device.type == "cpu" and base.dtype in (torch.float32, torch.float64) and all(
@@ -111,5 +119,4 @@ def _consensus_fused(base: torch.Tensor, deltas: list[torch.Tensor], weights: li
 @register("task_arithmetic", model_params=WeightParams, global_params=TaskArithmeticParams, elementwise=True)
 def task_arithmetic(base, models, model_params, params, ctx):
     """θ + λ Σ w_i (φ_i − θ)."""
-    return combine_deltas(base, deltas_in_place(base, models), [p.weight for p in model_params], consensus=False,
-                          normalize=params.normalize, lam=params.lambda_)
+    return combine_weighted(base, deltas_in_place(base, models), model_params, params, consensus=False)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from fusion.merge.registry import register
+from fusion.merge.base import register
 from fusion.merge.sparsify import magnitude
-from fusion.merge.task_arithmetic import TaskArithmeticParams, WeightParams, combine_deltas, deltas_in_place
+from fusion.merge.task_arithmetic import TaskArithmeticParams, WeightParams, combine_weighted, deltas_in_place
 
 
 class DensityParams(WeightParams):
@@ -25,5 +25,4 @@ class TiesParams(TaskArithmeticParams):
 def ties(base, models, model_params, params, ctx):
     """θ + λ Σ_{agree} w_i δ̂_i / Σ_{agree} w_i with δ̂_i the top-density entries of δ_i."""
     deltas = [magnitude(d, p.density) for d, p in zip(deltas_in_place(base, models), model_params)]
-    return combine_deltas(base, deltas, [p.weight for p in model_params], consensus=True,
-                          normalize=params.normalize, lam=params.lambda_)
+    return combine_weighted(base, deltas, model_params, params, consensus=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from fusion.merge.registry import register
+from fusion.merge.base import register
 
 
 def varm_weights(base: torch.Tensor, models: list[torch.Tensor]) -> torch.Tensor:

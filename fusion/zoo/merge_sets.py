@@ -134,6 +134,7 @@ def merge_set(root: str | Path, size: str = "tiny", n_variants: int = 2, seed: i
             delta[torch.rand(shape, generator=gen) < 0.3] = 0.0
             return base_tensor(name, shape) + delta
 
-        write_checkpoint(paths[f"variant{k + 1}"], config, variant_tensor, torch_dtype, shard_bytes, tokenizer_from=home)
+        write_checkpoint(paths[f"variant{k + 1}"], config, variant_tensor, torch_dtype, shard_bytes,
+                         tokenizer_from=home)
     atomic_write_text(home / "zoo.json", json.dumps(params, indent=2) + "\n")
     return paths

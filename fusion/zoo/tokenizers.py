@@ -5,7 +5,7 @@
     build_tokenizer(out_dir)                           # BPE on the built-in corpus, with CHAT_TEMPLATE
 
 The two families split text the way GPT-2/Qwen and Llama-1/T5 tokenizers do (`Ġ` vs `▁`, byte
-fallback); the world's models use both, so fusion has to align tokens across them (fusion/align.py).
+fallback); the world's models use both, so fusion has to align tokens across them (fusion/align/).
 """
 
 from __future__ import annotations
@@ -82,8 +82,9 @@ def train_sp_tokenizer(texts, vocab_size: int, out_dir: Path | None = None, chat
 
     specials = ["<unk>"] + SPECIAL_TOKENS
     tok = Tokenizer(models.Unigram())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
-                                                 pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first")])
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first")])
     n_bytes = 256
     trainer = trainers.UnigramTrainer(vocab_size=max(vocab_size - n_bytes, len(specials) + 1), special_tokens=specials,
                                       unk_token="<unk>", show_progress=False)

@@ -45,7 +45,8 @@ class ModelSpec(BaseModel):
     heads: int = 4
     intermediate: int = 384
     domains: list[str]
-    light_domains: list[str] = Field(default_factory=list, description="Seen a little (light_per_domain examples each).")
+    light_domains: list[str] = Field(default_factory=list,
+                                     description="Seen a little (light_per_domain examples each).")
     light_per_domain: int = 100
     steps: int = 400
     lr: float = 3e-3
@@ -148,8 +149,10 @@ def build_world(root: str | Path, spec: WorldSpec | None = None, progress: bool 
             summaries[m.name].pop("losses")
         source_domains = {d for s in spec.sources for d in s.domains}
         fusion = [c for d in all_domains for c in D.generate(
-            d, spec.fusion_per_domain, spec.seed + 1000, "train", noise=spec.fusion_noise if d in source_domains else 0.0)]
-        test = [c for d in all_domains for c in D.generate(d, spec.test_per_domain, spec.seed + 2000, "test", unique=True)]
+            d, spec.fusion_per_domain, spec.seed + 1000, "train",
+            noise=spec.fusion_noise if d in source_domains else 0.0)]
+        test = [c for d in all_domains
+                for c in D.generate(d, spec.test_per_domain, spec.seed + 2000, "test", unique=True)]
         save_conversations(fusion, tmp / "fusion.jsonl")
         save_conversations(test, tmp / "test.jsonl")
         atomic_write_text(tmp / "world.json", json.dumps({"spec": spec.model_dump(), "training": summaries}, indent=2))
@@ -176,7 +179,8 @@ def write_fuse_recipe(world: Path, spec: WorldSpec) -> Path:
     recipe = {"pivot": spec.pivot.name, "sources": [s.name for s in spec.sources], "data": "fusion.jsonl",
               **WORLD_FUSE_RECIPE}
     path = Path(world) / "fuse.yml"
-    text = "# FuseChat recipe for the tiny world: fuseval fuse fuse.yml OUT_DIR\n" + yaml.safe_dump(recipe, sort_keys=False)
+    text = ("# FuseChat recipe for the tiny world: fuseval fuse fuse.yml OUT_DIR\n"
+            + yaml.safe_dump(recipe, sort_keys=False))
     if not path.exists() or path.read_text() != text:
         atomic_write_text(path, text)
     return path

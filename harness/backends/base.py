@@ -75,7 +75,8 @@ def fit_to_context(prompt_tokens: int, params: GenParams, context: int) -> GenPa
     """`params` with max_new_tokens cut to the room the prompt leaves, or a failed result if none is left."""
     room = context - prompt_tokens
     if room <= 0:
-        return ChatResult(text=None, error=f"prompt of {prompt_tokens} tokens does not fit the model's context of {context}",
+        return ChatResult(text=None, error=f"prompt of {prompt_tokens} tokens does not fit the model's context of "
+                                           f"{context}",
                           finish_reason=CONTEXT_FULL)
     return params if params.max_new_tokens <= room else params.model_copy(update={"max_new_tokens": room})
 
@@ -97,10 +98,10 @@ class Backend(ABC):
     #: honours GenParams.json_schema (vLLM guided decoding, OpenAI structured outputs)
     supports_json_schema: bool = False
 
-    def start(self) -> None:
+    def start(self) -> None:  # noqa: B027 (an optional hook: most backends have nothing to start)
         """Load the model or start the server; idempotent."""
 
-    def stop(self) -> None:
+    def stop(self) -> None:  # noqa: B027 (an optional hook)
         """Release the model or stop the server; idempotent, safe after a failed start."""
 
     @abstractmethod

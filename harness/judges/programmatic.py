@@ -5,10 +5,8 @@
     judge_turns([check, None], ["The sum is 12.", "anything"])      -> [CheckResult(...), None]
     ProgrammaticJudge().single([SingleItem(question, answer_turns, turn=1)])  -> [Verdict(score=1.0, ...)]
 
-A question carries `checks`: one check spec per turn (None for a turn without one). Kinds, chosen by
-`type`: exact (string equality of an extracted core), numeric (a number within tolerance), regex (a
-pattern must or must not match), format (length, case, JSON, line-count constraints) and code (the
-answer's program runs with the check's tests in `harness.judges.sandbox`).
+A question carries `checks`, one per turn (their kinds and parsing: `harness.formats.checks`). Code
+checks run the answer's program with the check's tests in `harness.judges.sandbox`.
 
 Scores are 1.0 or 0.0. A score of None means the check itself could not be evaluated (the sandbox did
 not start): that is a judge failure, reported as missing, never as a wrong answer. Reasoning blocks
@@ -23,24 +21,14 @@ import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional, Union
-
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    TypeAdapter,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+from typing import Any
 
 from fusion.common.errors import FusevalError
+from fusion.common.hashing import digest
+from harness.formats.checks import Check, CodeCheck, ExactCheck, FormatCheck, NumericCheck, RegexCheck, turn_check
+from harness.judges.base import SingleItem, Verdict
 from harness.judges.sandbox import run_python
-
-if TYPE_CHECKING:  # base imports harness.bench; importing it lazily lets harness.bench import Check from here
-    from harness.judges.base import SingleItem, Verdict
+from harness.judges.text import strip_reasoning
 
 PROGRAMMATIC_VERSION = "prog-v1"
 
@@ -53,143 +41,6 @@ _NUMBER_RE = re.compile(r"""
     (?:[eE][-+]?\d+)?                                     # exponent
 """, re.VERBOSE)
 _FENCE_RE = re.compile(r"```[ \t]*([\w+-]*)[^\n]*\n(.*?)```", re.DOTALL)
-
-
-def _compile(pattern: str, flags: int = 0, groups: int | None = None) -> re.Pattern:
-    try:
-        rx = re.compile(pattern, flags)
-    except re.error as e:
-        raise ValueError(f"invalid regex {pattern!r}: {e}") from None
-    if groups is not None and rx.groups != groups:
-        raise ValueError(f"regex {pattern!r} must have exactly {groups} group, not {rx.groups}")
-    return rx
-
-
-def _one_group_regex(v: str | None) -> str | None:
-    if v is not None:
-        _compile(v, re.DOTALL, groups=1)
-    return v
-
-
-_Extract = Annotated[Optional[str], AfterValidator(_one_group_regex)]
-
-
-class _CheckBase(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ExactCheck(_CheckBase):
-    """The answer (or the core that `extract` pulls out of it) equals `answer` exactly."""
-
-    type: Literal["exact"] = Field("exact", description="Discriminator: exact string match.")
-    answer: str = Field(description="The expected core.")
-    extract: _Extract = Field(None, description="Regex with one group, searched (DOTALL) in the answer; "
-                                                "the group is the core.")
-    case_sensitive: bool = Field(True, description="Compare case-sensitively.")
-    strip_punctuation: bool = Field(True, description="Ignore surrounding whitespace and trailing full stops.")
-
-
-class NumericCheck(_CheckBase):
-    """The answer's number is within tolerance of `answer`: |x - answer| <= max(tolerance, relative*|answer|)."""
-
-    type: Literal["numeric"] = Field("numeric", description="Discriminator: numeric match.")
-    answer: float = Field(allow_inf_nan=False, description="The expected value.")
-    tolerance: float = Field(1e-6, ge=0, description="Absolute tolerance.")
-    relative: float = Field(0.0, ge=0, description="Tolerance relative to |answer|; the larger of the two applies.")
-    extract: _Extract = Field(None, description="Regex with one group, searched (DOTALL); the group must be one "
-                                                "number. Default: the last number in the text.")
-
-
-class RegexCheck(_CheckBase):
-    """A pattern must (or must not) be found in the answer."""
-
-    type: Literal["regex"] = Field("regex", description="Discriminator: regex search.")
-    pattern: str = Field(description="Python regex, searched anywhere in the answer.")
-    must_match: bool = Field(True, description="True: the pattern must be found; False: it must not be.")
-    ignore_case: bool = Field(False, description="re.IGNORECASE.")
-    multiline: bool = Field(False, description="re.MULTILINE: ^ and $ match at every line.")
-    dotall: bool = Field(False, description="re.DOTALL: '.' matches newlines too.")
-
-    @model_validator(mode="after")
-    def _pattern_ok(self) -> RegexCheck:
-        _compile(self.pattern, self.flags())
-        return self
-
-    def flags(self) -> int:
-        return (re.IGNORECASE * self.ignore_case) | (re.MULTILINE * self.multiline) | (re.DOTALL * self.dotall)
-
-
-class FormatCheck(_CheckBase):
-    """Every given constraint on the answer's shape holds (at least one must be given)."""
-
-    type: Literal["format"] = Field("format", description="Discriminator: format constraints.")
-    max_words: int | None = Field(None, ge=0, description="At most this many whitespace-separated words.")
-    min_words: int | None = Field(None, ge=0, description="At least this many words.")
-    max_chars: int | None = Field(None, ge=0, description="At most this many characters (whitespace around excluded).")
-    min_chars: int | None = Field(None, ge=0, description="At least this many characters.")
-    uppercase: bool | None = Field(None, description="True: all cased letters upper case, at least one; False: not so.")
-    json_: bool | None = Field(None, alias="json", description="True: parses as JSON (a lone ```json fenced block "
-                                                               "counts); False: does not.")
-    lines: int | None = Field(None, ge=0, description="Exactly this many non-empty lines.")
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> FormatCheck:
-        given = [k for k in ("max_words", "min_words", "max_chars", "min_chars", "uppercase", "json_", "lines")
-                 if getattr(self, k) is not None]
-        if not given:
-            raise ValueError("a format check needs at least one constraint")
-        for lo, hi in (("min_words", "max_words"), ("min_chars", "max_chars")):
-            low, high = getattr(self, lo), getattr(self, hi)
-            if low is not None and high is not None and low > high:
-                raise ValueError(f"{lo} ({low}) is greater than {hi} ({high})")
-        return self
-
-
-class CodeCheck(_CheckBase):
-    """The answer's Python program, followed by `tests`, runs in the sandbox and exits with status 0."""
-
-    type: Literal["code"] = Field("code", description="Discriminator: run the answer's code with tests.")
-    tests: str = Field(min_length=1, description="Python code (asserts) appended after the answer's program.")
-    entry: str | None = Field(None, description="A name the program must define (e.g. the function under test).")
-    timeout_s: float = Field(5.0, gt=0, le=600, description="Wall-clock limit for the whole run, seconds.")
-    memory_mb: int = Field(256, ge=64, description="Address-space limit, MiB (the interpreter itself needs ~30).")
-
-    @field_validator("tests")
-    @classmethod
-    def _tests_compile(cls, v: str) -> str:
-        try:
-            ast.parse(v)
-        except SyntaxError as e:
-            raise ValueError(f"tests do not parse: line {e.lineno}: {e.msg}") from None
-        return v
-
-    @field_validator("entry")
-    @classmethod
-    def _entry_ok(cls, v: str | None) -> str | None:
-        if v is not None and not v.isidentifier():
-            raise ValueError(f"entry {v!r} is not a Python identifier")
-        return v
-
-
-Check = Annotated[Union[ExactCheck, NumericCheck, RegexCheck, FormatCheck, CodeCheck], Field(discriminator="type")]
-_CHECK_ADAPTER: TypeAdapter = TypeAdapter(Check)
-
-
-def parse_check(obj: Any, where: str = "check") -> Check:
-    """A validated check from a dict (e.g. one entry of a question's `checks`); FusevalError names the field."""
-    try:
-        return _CHECK_ADAPTER.validate_python(obj)
-    except ValidationError as e:
-        err = e.errors()[0]
-        msg = err["msg"].removeprefix("Value error, ")
-        if not err["loc"]:
-            raise FusevalError(f"{where}: {msg}") from None
-        if err["type"].startswith("union_tag"):
-            raise FusevalError(f"{where}: field 'type': {msg}") from None
-        tag, field = err["loc"][0], ".".join(str(p) for p in err["loc"][1:])
-        raise FusevalError(f"{where}: {tag} check" + (f", field {field!r}" if field else "") + f": {msg}") from None
 
 
 @dataclass
@@ -207,21 +58,6 @@ def _ok(detail: str) -> CheckResult:
 
 def _fail(detail: str) -> CheckResult:
     return CheckResult(0.0, False, detail)
-
-
-def strip_reasoning(text: str, tags: tuple[str, ...] = ("think", "reasoning")) -> str:
-    """The answer without reasoning blocks: `<think>...</think>` removed; an unclosed opening tag drops
-    everything after it; a closing tag with no opening one (the template opened it) drops everything before it."""
-    for tag in tags:
-        t = re.escape(tag)
-        text = re.sub(rf"<{t}\b[^>]*>.*?</{t}\s*>\s*", "", text, flags=re.DOTALL | re.IGNORECASE)
-        opened = re.search(rf"<{t}\b[^>]*>", text, flags=re.IGNORECASE)
-        if opened:
-            text = text[:opened.start()]
-        closed = list(re.finditer(rf"</{t}\s*>\s*", text, flags=re.IGNORECASE))
-        if closed:
-            text = text[closed[-1].end():]
-    return text
 
 
 def _normalize(s: str, strip_punctuation: bool) -> str:
@@ -382,15 +218,6 @@ def judge_turns(checks: list[Check | None], answer_turns: list[str]) -> list[Che
     return [None if c is None else check_answer(c, a) for c, a in zip(checks, answer_turns)]
 
 
-def turn_check(question: Any, turn: int) -> Check | None:
-    """The check of a question's turn (1-based) from its `checks`, parsed if still plain data; None if none."""
-    checks = getattr(question, "checks", None) or []
-    spec = checks[turn - 1] if turn <= len(checks) else None
-    if spec is None or isinstance(spec, _CheckBase):
-        return spec
-    return parse_check(spec, where=f"question {question.question_id!r}, checks[{turn - 1}]")
-
-
 class ProgrammaticJudge:
     """The judge (see `harness.judges.base.Judge`) for turns that carry a check: scores 1.0 or 0.0."""
 
@@ -402,15 +229,11 @@ class ProgrammaticJudge:
         return turn_check(question, turn) is not None
 
     def ref_version(self, question: Any, turn: int) -> str | None:
-        from fusion.common.hashing import digest
-
         check = turn_check(question, turn)
         return None if check is None else digest("check", check.model_dump(mode="json", by_alias=True))
 
     def single(self, items: list[SingleItem], on_done: Callable[[int], None] | None = None) -> list[Verdict]:
         """One verdict per item; a check that could not run is an error (retried next run), never a 0."""
-        from harness.judges.base import Verdict
-
         out = []
         for it in items:
             check = turn_check(it.question, it.turn)
@@ -423,33 +246,3 @@ class ProgrammaticJudge:
             if on_done is not None:
                 on_done(1)
         return out
-
-
-def _phrase_extract(domain: str, turn: int) -> str:
-    """A one-group regex for a zoo answer's core: the domain's phrase around it, the final '.' optional.
-
-    Mirrors `fusion.zoo.domains.extract_core`: the text without the phrase is taken whole, as the core."""
-    from fusion.zoo.domains import DOMAINS
-
-    before, _, after = DOMAINS[domain].phrase("\0", turn).partition("\0")
-    after = after.rstrip(".")
-    head = f"(?:{re.escape(before)})?" if before else ""
-    tail = f"(?:{re.escape(after)})?" if after else ""
-    return rf"\A\s*{head}(.*?){tail}\.*\s*\Z"
-
-
-def domain_checks(domain: str, cores: list[str]) -> list[Check]:
-    """The checks for a zoo conversation of `domain` whose exact answer cores are `cores` (one per turn)."""
-    from fusion.zoo.domains import DOMAINS
-
-    if domain not in DOMAINS:
-        raise FusevalError(f"unknown domain {domain!r}; choose from {sorted(DOMAINS)}")
-    out: list[Check] = []
-    for turn, core in enumerate(cores):
-        if domain in ("arithmetic", "comparison"):
-            out.append(NumericCheck(answer=float(core), tolerance=0.0, extract=_phrase_extract(domain, turn)))
-        elif domain in ("extraction", "code"):
-            out.append(ExactCheck(answer=core, extract=_phrase_extract(domain, turn)))
-        else:
-            out.append(ExactCheck(answer=core))
-    return out

@@ -39,7 +39,8 @@ _JSON_PAIR = ('Reply with a JSON object: {"explanation": "<two to five sentences
               '"verdict": "A" | "B" | "tie"}.')
 
 RETRY_SINGLE = "Your grade could not be read. Reply with only this line, N an integer from 1 to 10: Rating: [[N]]"
-RETRY_PAIR = "Your verdict could not be read. Reply with only one line: Verdict: [[A]], Verdict: [[B]] or Verdict: [[tie]]"
+RETRY_PAIR = ("Your verdict could not be read. Reply with only one line: Verdict: [[A]], Verdict: [[B]] or "
+              "Verdict: [[tie]]")
 RETRY_JSON = ("Your reply could not be read (it may have been cut off). Reply again with the JSON object only, "
               "the explanation in one sentence.")
 

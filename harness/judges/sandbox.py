@@ -170,7 +170,7 @@ def _run(root, guard):
         sys.exit(1)
 
 _run(sys.argv[1], sys.argv[2] == "1")
-''' % {"memory_exit": MEMORY_EXIT}
+''' % {"memory_exit": MEMORY_EXIT}  # noqa: UP031 (a Python source template: braces stay literal)
 
 
 @dataclass

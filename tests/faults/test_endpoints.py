@@ -106,9 +106,9 @@ def stub_vllm(monkeypatch):
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("fault", ["die", "hang"])
 def test_a_vllm_server_that_dies_or_hangs_mid_run_is_restarted_once(tiny_set, tmp_path, stub_vllm, fault):
-    from harness.runner import run_suite
+    from harness.run.runner import run_suite
+    from harness.run.suite import load_suite
     from harness.store import Store
-    from harness.suite import load_suite
 
     suite = _vllm_suite(tmp_path, tiny_set, f"{fault} now", {"request_timeout_s": 2})
     db = tmp_path / "runs.db"

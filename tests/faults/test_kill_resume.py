@@ -94,8 +94,9 @@ def test_merge_killed_at_random_tensors_leaves_nothing_that_looks_complete(tiny_
                       "models": [{"model": str(tiny_set["variant1"]), "parameters": {"weight": 1.0, "density": 0.5}},
                                  {"model": str(tiny_set["variant2"]), "parameters": {"weight": 0.5, "density": 0.5}}],
                       "dtype": "float32"} if method == "ties" else
-                     {"merge_method": method, "models": [{"model": str(tiny_set["variant1"]), "parameters": {"weight": 1.0}},
-                                                         {"model": str(tiny_set["variant2"]), "parameters": {"weight": 0.5}}],
+                     {"merge_method": method,
+                      "models": [{"model": str(tiny_set["variant1"]), "parameters": {"weight": 1.0}},
+                                 {"model": str(tiny_set["variant2"]), "parameters": {"weight": 0.5}}],
                       "dtype": "float32", "out_dtype": "bfloat16"})
     passes = traced(tmp_path, "merge", cfg, tmp_path / "reference")
     reference = _tensors(tmp_path / "reference")

@@ -1,4 +1,4 @@
-"""Vocabulary mapping, DTW alignment and top-K transfer (fusion/align.py), against independent references."""
+"""Vocabulary mapping, DTW alignment and top-K transfer (fusion/align/), against independent references."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from fusion import align
-from fusion.align import dtw_align, map_vocab, normalize_token, one_to_one_pairs, token_kind, transfer_topk
+from fusion.align import dtw_align, map_vocab, normalize_token, one_to_one_pairs, token_kind, transfer_topk, vocab
 from fusion.common.errors import FusevalError
 
 TEXTS = [
@@ -164,7 +163,7 @@ def test_map_vocab_cache(tmp_path, zoo_pair, monkeypatch):
     def boom(*args):
         raise AssertionError("recomputed instead of reading the cache")
 
-    monkeypatch.setattr(align, "_compute_map", boom)
+    monkeypatch.setattr(vocab, "_compute_map", boom)
     assert np.array_equal(map_vocab(sp, bpe, cache_dir=tmp_path), first)
     monkeypatch.undo()
     other = crafted("byte_level", ["<pad>", "Ġthe", "e"], specials=("<pad>",), pad_token="<pad>")

@@ -21,14 +21,9 @@ from fusion.distill import (
     topk_probs,
 )
 from fusion.zoo import domains as D
+from tests.reference import log_softmax64
 
 # --- helpers and fixtures ----------------------------------------------------------------------
-
-def log_softmax64(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float64)
-    m = x.max(-1, keepdims=True)
-    return x - m - np.log(np.exp(x - m).sum(-1, keepdims=True))
-
 
 def response_positions(tok, messages) -> tuple[np.ndarray, list[np.ndarray]]:
     """Token ids of the rendered chat and, per assistant turn, the indices of the tokens that start inside

@@ -25,7 +25,7 @@ import pytest
 from fusion import zoo
 from fusion.conversations import load_conversations
 from fusion.pipeline import load_fuse_config, run_fuse
-from harness.stats import mean_interval, paired_difference
+from harness.analysis.stats import mean_interval, paired_difference
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
@@ -117,7 +117,8 @@ def test_fused_minus_control_is_reported_with_its_interval_and_seed_spread(fused
             t_rows, t_cl = _rows(fused, f"target-{s.name}/{seed}", set(s.domains))
             c_rows, _ = _rows(fused, f"control/{seed}", set(s.domains))
             d, lo, hi = paired_difference(t_rows, c_rows, t_cl)
-            result["per_seed"][seed][f"target-{s.name}_minus_control_on_its_domains"] = {"diff": d, "low": lo, "high": hi}
+            key = f"target-{s.name}_minus_control_on_its_domains"
+            result["per_seed"][seed][key] = {"diff": d, "low": lo, "high": hi}
             print(f"seed {seed}: target-{s.name} - control on {s.domains} {d:+.3f} [{lo:+.3f}, {hi:+.3f}]")
     result["seed_spread_sd"] = float(np.std(diffs, ddof=1)) if len(diffs) > 1 else None
     result["mean_fused_minus_control"] = float(np.mean(diffs))

@@ -1,4 +1,5 @@
 import json
+import os
 import struct
 
 import pytest
@@ -117,9 +118,9 @@ def big_tensors():
 
 @pytest.fixture
 def small_chunks(monkeypatch):
-    from fusion import io
+    from fusion.io import stream
 
-    monkeypatch.setattr(io, "STAGE_BYTES", 8192)
+    monkeypatch.setattr(stream, "STAGE_BYTES", 8192)
 
 
 def _expected(tmp_path, tensors, **kw):
@@ -161,8 +162,6 @@ def test_reserved_room_streams_every_byte_in_place(tmp_path, big_tensors, small_
 
 
 def test_streams_fall_back_to_plain_writes(tmp_path, big_tensors, small_chunks, monkeypatch):
-    from fusion import io
-
     want = _expected(tmp_path, big_tensors)
     # Out of order half-way: the file's stream ends and plain writes finish it.
     (tmp_path / "o").mkdir()
@@ -173,10 +172,10 @@ def test_streams_fall_back_to_plain_writes(tmp_path, big_tensors, small_chunks, 
         w.finish()
     assert (tmp_path / "o" / "model.safetensors").read_bytes() == want["model.safetensors"]
     # A file system that refuses O_DIRECT: the writer streams through the page cache instead.
-    real_open = io.os.open
+    real_open = os.open
 
     def no_direct(path, flags, *a):
-        if flags & getattr(io.os, "O_DIRECT", 0):
+        if flags & getattr(os, "O_DIRECT", 0):
             raise OSError(22, "Invalid argument")
         return real_open(path, flags, *a)
 
@@ -189,14 +188,14 @@ def test_streams_fall_back_to_plain_writes(tmp_path, big_tensors, small_chunks, 
         assert (out / "model.safetensors").read_bytes() == want["model.safetensors"]
         return w
 
-    monkeypatch.setattr(io.os, "open", no_direct)
+    monkeypatch.setattr(os, "open", no_direct)
     assert not write_all(tmp_path / "n")._direct
     # One that takes O_DIRECT opens but refuses the writes: each stream switches to plain writes.
-    direct_fds, refused, real_pwrite = set(), [], io.os.pwrite
+    direct_fds, refused, real_pwrite = set(), [], os.pwrite
 
     def open_direct(path, flags, *a):
         fd = real_open(path, flags, *a)
-        if flags & getattr(io.os, "O_DIRECT", 0):
+        if flags & getattr(os, "O_DIRECT", 0):
             direct_fds.add(fd)
         return fd
 
@@ -206,15 +205,15 @@ def test_streams_fall_back_to_plain_writes(tmp_path, big_tensors, small_chunks, 
             raise OSError(22, "Invalid argument")
         return real_pwrite(fd, data, offset)
 
-    def close(fd, real_close=io.os.close):
+    def close(fd, real_close=os.close):
         direct_fds.discard(fd)  # the number may be reused
         real_close(fd)
 
-    monkeypatch.setattr(io.os, "open", open_direct)
-    monkeypatch.setattr(io.os, "pwrite", refuse_direct)
-    monkeypatch.setattr(io.os, "close", close)
+    monkeypatch.setattr(os, "open", open_direct)
+    monkeypatch.setattr(os, "pwrite", refuse_direct)
+    monkeypatch.setattr(os, "close", close)
     write_all(tmp_path / "p")
-    assert refused or not hasattr(io.os, "O_DIRECT")
+    assert refused or not hasattr(os, "O_DIRECT")
 
 
 def test_reservations_out_of_order_still_land(tmp_path, big_tensors, small_chunks):

@@ -105,8 +105,10 @@ def test_empty_responses_and_long_examples_flow_through(micro, tmp_path):
     from fusion.conversations import Conversation
     from fusion.distill import extract_teachers
 
-    convs = [Conversation("x", "empty", [{"role": "user", "content": "Say nothing."}, {"role": "assistant", "content": ""}], []),
-             Conversation("x", "long", [{"role": "user", "content": "word " * 200}, {"role": "assistant", "content": "ok " * 50}], [])]
+    convs = [Conversation("x", "empty", [{"role": "user", "content": "Say nothing."},
+                                         {"role": "assistant", "content": ""}], []),
+             Conversation("x", "long", [{"role": "user", "content": "word " * 200},
+                                        {"role": "assistant", "content": "ok " * 50}], [])]
     p = extract_teachers(world / "pivot", convs, tmp_path / "p", max_len=128)
     s = extract_teachers(world / "source_numbers", convs, tmp_path / "s", max_len=128)
     assert p.index["truncated"] == 1 and s.index["truncated"] == 1

@@ -16,8 +16,8 @@ Last user message (its first word):
 A request for a model named `stub-judge...` is answered as a judge: a verdict `Rating: [[N]]` (or, when
 the request carries a JSON schema, `{"explanation", "rating"}`), N from 1 to 10 fixed by the prompt,
 unless the prompt holds `JUDGE=<fault>`: `flaky:N` and `status:C` as above (until a test sets `fixed`),
-`timeout-once:S` (the first attempt of this prompt sleeps S seconds), `badjson[:N]` (the first N attempts), `garbage` (prose without a verdict), `huge`
-(1 MB without a verdict), `huge-rating` (1 MB, then a verdict).
+`timeout-once:S` (the first attempt of this prompt sleeps S seconds), `badjson[:N]` (the first N
+attempts), `garbage` (prose without a verdict), `huge` (1 MB without a verdict), `huge-rating` (1 MB, then a verdict).
 GET /health answers 200; GET /stats returns the Authorization headers and request counts seen.
 """
 

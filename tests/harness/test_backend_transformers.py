@@ -11,7 +11,7 @@ from fusion.chat import end_token_ids, load_tokenizer
 from fusion.common.errors import FusevalError
 from harness.backends import ChatRequest, GenParams, TransformersBackend, TransformersOptions
 from harness.backends.hf import _RowSampler
-from harness.bench import load_questions, resolve_bench
+from harness.formats.questions import load_questions, resolve_bench
 
 
 def manual_greedy(model, tok, messages, max_new_tokens):

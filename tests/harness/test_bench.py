@@ -8,7 +8,7 @@ import pytest
 
 from fusion.common.errors import FusevalError
 from fusion.zoo import domains
-from harness.bench import (
+from harness.formats.questions import (
     Answer,
     Choice,
     load_answers,
@@ -16,8 +16,8 @@ from harness.bench import (
     resolve_bench,
     write_answers,
     write_questions,
-    zoo_questions,
 )
+from harness.formats.zoo import zoo_questions
 
 # Lines in FastChat's MT-Bench layout (written for this test): ids, categories, turns, references.
 FASTCHAT_QUESTIONS = [
@@ -25,7 +25,8 @@ FASTCHAT_QUESTIONS = [
     {"question_id": 111, "category": "math", "turns": ["What is 3 + 4?", "And times 2?"], "reference": ["7", "14"]},
 ]
 FASTCHAT_ANSWER = {"question_id": 81, "answer_id": "Zp3XkEt5cQ", "model_id": "vicuna-7b",
-                   "choices": [{"index": 0, "turns": ["Grey drops fall.", "White flakes drift."]}], "tstamp": 1687000000.5}
+                   "choices": [{"index": 0, "turns": ["Grey drops fall.", "White flakes drift."]}],
+                   "tstamp": 1687000000.5}
 
 
 def write_lines(path, lines):
@@ -42,7 +43,8 @@ def test_reads_fastchat_questions_and_writes_them_back(tmp_path):
 
 
 def test_unknown_category_and_extra_keys_are_kept(tmp_path):
-    src = write_lines(tmp_path / "q.jsonl", [{"question_id": "a1", "category": "poetry", "turns": ["Hi"], "tests": ["x"]}])
+    src = write_lines(tmp_path / "q.jsonl",
+                      [{"question_id": "a1", "category": "poetry", "turns": ["Hi"], "tests": ["x"]}])
     (q,) = load_questions(src)
     assert q.category == "poetry" and q.model_dump()["tests"] == ["x"]
 
@@ -101,7 +103,8 @@ def test_general_set_shape():
     for q in qs:
         cats.setdefault(q.category, []).append(q)
         assert len(q.turns) == 2
-    assert sorted(cats) == sorted(["writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem", "humanities"])
+    assert sorted(cats) == sorted(["writing", "roleplay", "reasoning", "math", "coding", "extraction", "stem",
+                                   "humanities"])
     assert all(len(v) >= 10 for v in cats.values())
     for c in ("math", "reasoning", "coding"):
         assert all(q.reference and len(q.reference) == 2 for q in cats[c])
@@ -120,7 +123,7 @@ def test_zoo_set_is_the_test_split_and_its_references_check():
 
 
 def test_take_spread_samples_every_category_in_file_order():
-    from harness.bench import Question, take_spread
+    from harness.formats.questions import Question, take_spread
 
     qs = [Question(question_id=i, category=c, turns=["q"]) for i, c in enumerate("aaaabbc")]
     assert [q.question_id for q in take_spread(qs, 4)] == [0, 1, 4, 6]  # a0 b4 c6, then a1

@@ -99,8 +99,8 @@ def test_scores_pairwise_and_exports_through_the_cli(world, judge_dir, tmp_path)
     assert "significan" not in r.stdout.lower()
 
     # the same numbers as the statistics module computes directly from the stored judgments
-    from harness import stats
-    from harness.wording import fmt_interval
+    from harness.analysis import stats
+    from harness.analysis.wording import fmt_interval
 
     df = Store(db).scores(bench="zoo")
     piv = df[df.model == "pivot"].sort_values(["question_id", "turn"])

@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from harness.bench import load_answers
+from harness.formats.questions import load_answers
 from tests.harness.stub_openai import serve
 
 

@@ -99,7 +99,8 @@ def test_cli_bad_inputs_one_line_errors(tiny_set, tmp_path, write_yaml):
     pickled = tmp_path / "pickled"
     pickled.mkdir()
     torch.save({"w": torch.zeros(2)}, pickled / "pytorch_model.bin")
-    cfg = write_yaml({"merge_method": "linear", "models": [{"model": str(pickled), "parameters": {"weight": 1}}]}, "p.yml")
+    cfg = write_yaml({"merge_method": "linear", "models": [{"model": str(pickled), "parameters": {"weight": 1}}]},
+                     "p.yml")
     _assert_one_line_error(fuseval("merge", cfg, tmp_path / "o"), "pytorch_model.bin", "--allow-pickle")
     r = fuseval("merge", cfg, tmp_path / "o", "--allow-pickle")
     assert r.returncode == 0, r.stderr
@@ -109,10 +110,12 @@ def test_cli_bad_inputs_one_line_errors(tiny_set, tmp_path, write_yaml):
     save_file({"w": torch.zeros(2)}, sharded / "model-00001-of-00002.safetensors")
     (sharded / "model.safetensors.index.json").write_text(
         '{"weight_map": {"w": "model-00001-of-00002.safetensors", "v": "model-00002-of-00002.safetensors"}}')
-    cfg = write_yaml({"merge_method": "linear", "models": [{"model": str(sharded), "parameters": {"weight": 1}}]}, "s.yml")
+    cfg = write_yaml({"merge_method": "linear", "models": [{"model": str(sharded), "parameters": {"weight": 1}}]},
+                     "s.yml")
     _assert_one_line_error(fuseval("merge", cfg, tmp_path / "o2"), "model-00002-of-00002.safetensors", "missing")
 
-    cfg = write_yaml({"merge_method": "linear", "models": [{"model": str(tmp_path / "nowhere"), "parameters": {"weight": 1}}]}, "n.yml")
+    cfg = write_yaml({"merge_method": "linear",
+                      "models": [{"model": str(tmp_path / "nowhere"), "parameters": {"weight": 1}}]}, "n.yml")
     _assert_one_line_error(fuseval("merge", cfg, tmp_path / "o3"), "nowhere: model directory not found")
     assert not (tmp_path / "o2").exists() and not (tmp_path / "o3").exists()
 

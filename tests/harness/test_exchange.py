@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 
-from harness.exchange import export_fastchat, import_fastchat
-from harness.judges.fastchat import load_fastchat_dir
+from harness.formats.exchange import export_fastchat, import_fastchat
+from harness.formats.fastchat import load_fastchat_dir
 from harness.store import Store
 from tests.harness.test_fastchat_formats import PAIR, SINGLE, checkout  # noqa: F401  (fixture)
 
@@ -59,7 +59,7 @@ def test_export_writes_what_fastchat_reads_back(checkout, tmp_path):  # noqa: F8
 
 
 def test_export_keeps_the_programmatic_checks(tmp_path):
-    from harness.bench import load_questions, resolve_bench
+    from harness.formats.questions import load_questions, resolve_bench
 
     questions = load_questions(resolve_bench("zoo"))[::20]
     with Store(tmp_path / "s.db") as store:

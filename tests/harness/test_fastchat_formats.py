@@ -7,7 +7,7 @@ import json
 import pytest
 
 from fusion.common.errors import FusevalError
-from harness.judges.fastchat import (
+from harness.formats.fastchat import (
     PairJudgment,
     SingleJudgment,
     load_fastchat_dir,

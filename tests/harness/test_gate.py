@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from harness.bench import Question
-from harness.results import gate_run, record_results
+from harness.analysis.results import gate_run, record_results
+from harness.formats.questions import Question
 from harness.store import AnswerRow, JudgmentRow, Store
 from tests.harness.test_cli_generate import fuseval
 

@@ -8,8 +8,8 @@ import pytest
 
 from fusion.common.errors import FusevalError
 from harness.backends.base import Backend, ChatResult
-from harness.bench import Question, load_answers
-from harness.generate import DEFAULT_TEMPERATURES, GenerationSettings, failures_path, generate_answers, sample_seed
+from harness.formats.questions import Question, load_answers
+from harness.run.generate import DEFAULT_TEMPERATURES, GenerationSettings, failures_path, generate_answers, sample_seed
 
 
 class Recorder(Backend):
@@ -84,7 +84,8 @@ def test_failed_question_is_not_written_and_is_retried_next_run(tmp_path):
     assert rep.answered == 4 and rep.failed == 2
     assert sorted(a.question_id for a in load_answers(out)) == [1, 3, 4, 6]
     fails = [json.loads(x) for x in failures_path(out).read_text().splitlines()]
-    assert {(f["question_id"], f["turn"]) for f in fails} == {(2, 2), (5, 1)} and {f["error"] for f in fails} == {"boom on q2b", "boom on q5a"}
+    assert {(f["question_id"], f["turn"]) for f in fails} == {(2, 2), (5, 1)}
+    assert {f["error"] for f in fails} == {"boom on q2b", "boom on q5a"}
     b = Recorder()
     rep = generate_answers(b, questions(), out, GenerationSettings())
     assert rep.answered == 2 and rep.already_done == 4 and rep.failed == 0

@@ -8,11 +8,11 @@ import pytest
 
 from fusion.common.errors import FusevalError
 from harness.backends.base import Backend, ChatResult
-from harness.bench import Question
-from harness.evaluate import judge_pairs_into_store, judge_single_into_store
+from harness.formats.questions import Question
 from harness.judges.base import PairItem, SingleItem
 from harness.judges.llm import LLMJudge, combine_orders
 from harness.judges.prompts import RATING_SCHEMA, VERDICT_SCHEMA
+from harness.run.evaluate import judge_pairs_into_store, judge_single_into_store
 from harness.store import AnswerRow, Store
 
 

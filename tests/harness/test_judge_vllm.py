@@ -11,10 +11,10 @@ import json
 import pytest
 
 from harness.backends.vllm_server import VLLMBackend, VLLMOptions, vllm_available
-from harness.bench import load_questions, resolve_bench
-from harness.evaluate import judge_pairs_into_store, judge_single_into_store
+from harness.formats.questions import load_questions, resolve_bench
 from harness.judges.llm import LLMJudge
 from harness.judges.prompts import RATING_SCHEMA, VERDICT_SCHEMA
+from harness.run.evaluate import judge_pairs_into_store, judge_single_into_store
 from harness.store import AnswerRow, Store
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900),

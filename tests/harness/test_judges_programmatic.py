@@ -8,20 +8,11 @@ import pytest
 
 from fusion.common.errors import FusevalError
 from fusion.zoo import domains
+from harness.formats.checks import CodeCheck, ExactCheck, NumericCheck, parse_check
+from harness.formats.zoo import domain_checks
 from harness.judges import programmatic as prog
-from harness.judges.programmatic import (
-    PROGRAMMATIC_VERSION,
-    CheckResult,
-    CodeCheck,
-    ExactCheck,
-    NumericCheck,
-    check_answer,
-    domain_checks,
-    extract_program,
-    judge_turns,
-    parse_check,
-    strip_reasoning,
-)
+from harness.judges.programmatic import PROGRAMMATIC_VERSION, CheckResult, check_answer, extract_program, judge_turns
+from harness.judges.text import strip_reasoning
 
 
 def test_version_string():
@@ -265,7 +256,7 @@ def test_sandbox_failure_is_missing_not_zero(monkeypatch):
 # --- the Judge adapter used by the runner ---
 
 def _question(checks):
-    """A stand-in for `harness.bench.Question` whose `checks` may still be plain data."""
+    """A stand-in for `harness.formats.questions.Question` whose `checks` may still be plain data."""
     return SimpleNamespace(question_id="z1", category="arithmetic", turns=["What is 5 plus 7?", "Double it."],
                            checks=checks)
 

@@ -11,7 +11,7 @@ import subprocess
 import pytest
 import yaml
 
-from harness.suite import load_suite
+from harness.run.suite import load_suite
 from tests.harness.test_cli_generate import fuseval
 
 FAST_FUSE = {"train": {"steps": 12, "batch_size": 8, "warmup": 2}}
@@ -145,7 +145,7 @@ def test_grid_expansion_names_and_types(world, judge_dir, tmp_path):
 
 @pytest.mark.parametrize("name", ["demo", "nightly", "ablation", "ci-gate"])
 def test_example_suites_validate(name, monkeypatch, tmp_path):
-    from harness.demo import SUITE
+    from harness.run.demo import SUITE
 
     for var in ("FUSEVAL_WORLD", "FUSEVAL_JUDGE", "MODELS", "FUSEVAL_MODELS"):
         monkeypatch.setenv(var, str(tmp_path))
@@ -155,7 +155,7 @@ def test_example_suites_validate(name, monkeypatch, tmp_path):
 
 
 def test_an_inline_merge_is_keyed_by_its_inputs_contents_not_their_paths(tiny_set, tmp_path):
-    from harness.runner import build_models
+    from harness.run.runner import build_models
     from harness.store import Store
 
     moved = tmp_path / "moved"

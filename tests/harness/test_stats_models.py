@@ -6,7 +6,7 @@ from scipy import optimize
 from scipy import stats as sps
 from scipy.special import log_expit
 
-from harness.stats import (
+from harness.analysis.stats import (
     Estimate,
     bradley_terry,
     mde,

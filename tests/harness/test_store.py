@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from fusion.common.errors import FusevalError
-from harness.bench import Question
+from harness.formats.questions import Question
 from harness.store import AnswerRow, JudgmentRow, Store, question_key
 
 
@@ -118,8 +118,8 @@ def test_bad_store_files_are_clear_errors(tmp_path):
 
 _WRITER = textwrap.dedent("""
     import sys
-    from harness.bench import Question
-    from harness.store import Store, AnswerRow
+    from harness.formats.questions import Question
+    from harness.store import AnswerRow, Store
     store = Store(sys.argv[1])
     m = store.add_model("m")
     q = store.add_questions("set", [Question(question_id=1, category="c", turns=["hi"])])[1]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from harness import stats
-from harness.summary import ALL, difference_table, score_table, win_table
+from harness.analysis import stats
+from harness.analysis.summary import ALL, difference_table, score_table, win_table
 
 
 def _frame(seed: int = 0) -> pd.DataFrame:

@@ -24,8 +24,8 @@ from harness.backends import (
     VLLMOptions,
 )
 from harness.backends.vllm_server import port_in_use
-from harness.bench import load_answers, load_questions, resolve_bench
-from harness.generate import GenerationSettings, generate_answers
+from harness.formats.questions import load_answers, load_questions, resolve_bench
+from harness.run.generate import GenerationSettings, generate_answers
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200),
               pytest.mark.skipif(importlib.util.find_spec("vllm") is None,

@@ -5,8 +5,8 @@ import re
 
 import pytest
 
-from harness.stats import Estimate, Outcome, VarianceComponents, gate
-from harness.wording import (
+from harness.analysis.stats import Estimate, Outcome, VarianceComponents, gate
+from harness.analysis.wording import (
     MINUS,
     fmt_estimate,
     fmt_number,

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from fusion.merge.registry import TensorContext, get_method
+from fusion.merge.base import TensorContext
+from fusion.merge.registry import get_method
 
 
 def call(method: str, base, models, model_params=None, seed: int = 0, **global_params):

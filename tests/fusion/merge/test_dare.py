@@ -46,8 +46,10 @@ def test_dare_ties_is_ties_election_over_dropped_deltas(big):
     out, _ = call("dare_ties", base, [a, b], mp, seed=5)
     # Recover each model's drop mask from dare_linear with the same generator stream, then
     # recompute TIES' election on the rescaled deltas independently.
-    single_a, _ = call("dare_linear", base, [a, b], [{"weight": 1.0, "density": 0.5}, {"weight": 0.0, "density": 0.5}], seed=5, normalize=False)
-    single_b, _ = call("dare_linear", base, [a, b], [{"weight": 0.0, "density": 0.5}, {"weight": 1.0, "density": 0.5}], seed=5, normalize=False)
+    only_a = [{"weight": 1.0, "density": 0.5}, {"weight": 0.0, "density": 0.5}]
+    only_b = [{"weight": 0.0, "density": 0.5}, {"weight": 1.0, "density": 0.5}]
+    single_a, _ = call("dare_linear", base, [a, b], only_a, seed=5, normalize=False)
+    single_b, _ = call("dare_linear", base, [a, b], only_b, seed=5, normalize=False)
     da, db = single_a - base, single_b - base
     ref = npref.gta(base, [da, db], [1.0, 0.5], consensus=True, normalize=True)
     np.testing.assert_allclose(out, ref, rtol=1e-10, atol=1e-12)

@@ -144,9 +144,10 @@ def test_nan_or_inf_input(tiny_set, tmp_path, value):
 
 
 def test_crash_half_way_leaves_nothing_that_looks_complete(tiny_set, tmp_path, monkeypatch):
-    from fusion.merge import registry
+    from fusion.merge.base import METHODS, MergeMethod
+    from fusion.merge.registry import get_method
 
-    method = registry.get_method("linear")
+    method = get_method("linear")
     calls = {"n": 0}
 
     def exploding(*args):
@@ -155,7 +156,7 @@ def test_crash_half_way_leaves_nothing_that_looks_complete(tiny_set, tmp_path, m
             raise RuntimeError("simulated crash")
         return method.fn(*args)
 
-    monkeypatch.setitem(registry.METHODS, "linear", registry.MergeMethod(**{**method.__dict__, "fn": exploding}))
+    monkeypatch.setitem(METHODS, "linear", MergeMethod(**{**method.__dict__, "fn": exploding}))
     cfg = _cfg("linear", None, [(tiny_set["variant1"], {"weight": 1.0}), (tiny_set["variant2"], {"weight": 1.0})])
     with pytest.raises(RuntimeError, match="simulated crash"):
         run_merge(cfg, tmp_path / "out")
@@ -182,11 +183,14 @@ def test_output_cannot_be_an_input(tiny_set, tmp_path):
 
 
 @pytest.mark.parametrize("data, message", [
-    ({"merge_method": "linear", "models": [{"model": "x", "parameters": {"weight": 1}}], "modles": []}, "unknown key 'modles'"),
+    ({"merge_method": "linear", "models": [{"model": "x", "parameters": {"weight": 1}}], "modles": []},
+     "unknown key 'modles'"),
     ({"merge_method": "linearr", "models": [{"model": "x"}]}, "unknown merge_method 'linearr'"),
-    ({"merge_method": "ties", "base_model": "b", "models": [{"model": "x", "parameters": {"weight": 1, "densty": 0.5}}]},
+    ({"merge_method": "ties", "base_model": "b",
+      "models": [{"model": "x", "parameters": {"weight": 1, "densty": 0.5}}]},
      r"unknown parameter 'models\[0\].parameters.densty' for ties"),
-    ({"merge_method": "ties", "base_model": "b", "models": [{"model": "x", "parameters": {"weight": 1}}], "parameters": {"lamda": 1}},
+    ({"merge_method": "ties", "base_model": "b", "models": [{"model": "x", "parameters": {"weight": 1}}],
+      "parameters": {"lamda": 1}},
      "unknown parameter 'parameters.lamda'"),
     ({"merge_method": "ties", "models": [{"model": "x", "parameters": {"weight": 1}}]}, "needs 'base_model'"),
     ({"merge_method": "slerp", "base_model": "b", "models": [{"model": "x"}, {"model": "y"}], "parameters": {"t": 0.5}},
@@ -228,34 +232,36 @@ def test_mergekit_style_global_defaults_and_unlisted_base_for_linear(tiny_set, t
 def test_lambda_key_is_accepted_and_applied(tiny_set, tmp_path, write_yaml):
     cfg = load_merge_config(write_yaml({
         "merge_method": "task_arithmetic", "base_model": str(tiny_set["base"]),
-        "models": [{"model": str(tiny_set["variant1"]), "parameters": {"weight": 1.0}}], "parameters": {"lambda": 0.5}}))
+        "models": [{"model": str(tiny_set["variant1"]), "parameters": {"weight": 1.0}}],
+        "parameters": {"lambda": 0.5}}))
     run_merge(cfg, tmp_path / "out")
     base, v, out = _load(tiny_set["base"]), _load(tiny_set["variant1"]), _load(tmp_path / "out")
     n = "model.layers.1.mlp.down_proj.weight"
     torch.testing.assert_close(out[n], base[n] + 0.5 * (v[n] - base[n]), rtol=1e-6, atol=1e-7)
 
 
-# --- Elementwise methods stream tensors in tasks of blocks (engine.TASK_NUMEL, engine.BLOCK_NUMEL),
+# --- Elementwise methods stream tensors in tasks of blocks (streaming.TASK_NUMEL, streaming.BLOCK_NUMEL),
 # merged by parallel lanes into the writer's staging ring; the result must not depend on any of it.
 
 def _small_blocks(monkeypatch, lanes=None):
     """Blocks of 1000 elements in tasks of 2500 (so most tasks end in a partial block), staging
     chunks of 16 KiB (so the ring wraps often and tasks are cut where it does)."""
-    from fusion import io
-    from fusion.merge import engine
+    from fusion.io import stream
+    from fusion.merge import pipeline, streaming
 
-    monkeypatch.setattr(engine, "BLOCK_NUMEL", 1000)
-    monkeypatch.setattr(engine, "TASK_NUMEL", 2500)
-    monkeypatch.setattr(io, "STAGE_BYTES", 16384)
+    monkeypatch.setattr(streaming, "BLOCK_NUMEL", 1000)
+    monkeypatch.setattr(streaming, "TASK_NUMEL", 2500)
+    monkeypatch.setattr(stream, "STAGE_BYTES", 16384)
     if lanes is not None:
-        monkeypatch.setattr(engine, "lanes", lambda: lanes)
+        monkeypatch.setattr(pipeline, "lanes", lambda: lanes)
 
 
 def _whole_tensor_method(monkeypatch, name):
     """Make `name` run on whole tensors, as non-elementwise methods do."""
     import dataclasses
 
-    from fusion.merge.registry import METHODS, get_method
+    from fusion.merge.base import METHODS
+    from fusion.merge.registry import get_method
 
     monkeypatch.setitem(METHODS, name, dataclasses.replace(get_method(name), elementwise=False))
 
@@ -311,9 +317,11 @@ def test_whole_tensors_between_streamed_ones(tiny_set, tmp_path, monkeypatch):
     run_merge(cfg, tmp_path / "blocks")
     _whole_tensor_method(monkeypatch, "linear")
     run_merge(cfg, tmp_path / "whole", options=MergeOptions(direct_writes=False))
-    assert (tmp_path / "blocks" / "model.safetensors").read_bytes() == (tmp_path / "whole" / "model.safetensors").read_bytes()
+    blocks, whole = (tmp_path / d / "model.safetensors" for d in ("blocks", "whole"))
+    assert blocks.read_bytes() == whole.read_bytes()
     out = _load(tmp_path / "blocks")
-    assert [torch.equal(out[n], load_file(v1 / "model.safetensors")[n]) for n in ("a.ids", "m.ids", "z.ids")] == [True] * 3
+    ids = ("a.ids", "m.ids", "z.ids")
+    assert [torch.equal(out[n], load_file(v1 / "model.safetensors")[n]) for n in ids] == [True] * 3
 
 
 def test_linear_rounds_as_mergekit_does(tiny_set, tmp_path, monkeypatch):
@@ -368,7 +376,7 @@ def test_merges_leave_torch_threads_alone(tiny_set, tmp_path, monkeypatch):
     calls = []
     before = torch.get_num_threads()
     monkeypatch.setattr(torch, "set_num_threads", calls.append)
-    models = [(tiny_set["variant1"], {"weight": 1.0, "density": 0.5}), (tiny_set["variant2"], {"weight": 1.0, "density": 0.5})]
+    models = [(tiny_set[v], {"weight": 1.0, "density": 0.5}) for v in ("variant1", "variant2")]
     run_merge(_cfg("linear", None, [(m, {"weight": 1.0}) for m, _ in models]), tmp_path / "linear")
     run_merge(_cfg("ties", tiny_set["base"], models), tmp_path / "ties")
     assert calls == []

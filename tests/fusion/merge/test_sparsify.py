@@ -6,7 +6,8 @@ from fusion.merge import sparsify
 from tests.fusion.merge import npref
 
 
-@pytest.mark.parametrize("n, k", [(10, 3), (3_000_000, 1), (3_000_000, 1_500_000), (3_000_000, 2_999_999), (2_500_000, 12_345)])
+@pytest.mark.parametrize("n, k", [(10, 3), (3_000_000, 1), (3_000_000, 1_500_000), (3_000_000, 2_999_999),
+                                  (2_500_000, 12_345)])
 def test_kth_largest_is_exact(n, k):
     g = torch.Generator().manual_seed(n + k)
     values = torch.randn(n, generator=g).abs().numpy()

@@ -1,0 +1,55 @@
+"""A suite run with its report, as `fuseval run` and the demo do it: lock the store, run, report, print.
+
+    run_id = run_and_report(Path("benchmarks/suites/demo.yml"), Path("runs"), Path("runs/fuseval.db"),
+                            backend=None, formats=("html", "md"))
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.analysis.results import report_data
+from harness.run.runner import run_suite
+from harness.run.suite import LoadedSuite, load_suite
+from harness.store import Store, exclusive
+from harness.ui import Phases, console, progress, quiet_libraries, results
+from reports.data import ReportData
+from reports.render import headline, render_report
+
+
+def write_report(store: Store, run_id: str, out: Path | None, formats=("html", "md"),
+                 data: ReportData | None = None) -> dict[str, Path]:
+    """Render one run's report (default: <workspace>/reports/<run id>/)."""
+    data = data or report_data(store, run_id)
+    out = out or Path(data.run["workspace"] or "runs") / "reports" / data.run["id"]
+    return render_report(data, out, formats)
+
+
+def print_headline(data: ReportData) -> None:
+    """The report's headline on stdout: the gates' sentences, then each candidate against each other baseline."""
+    for line in headline(data):
+        results.print(f"{line['text']}  ({line['label']})", markup=False, highlight=False)
+
+
+def run_and_report(suite_path: Path, workspace: Path, store_path: Path, backend: str | None, formats,
+                   data: dict | None = None, report: bool = True, wait: bool | None = None) -> str:
+    """Run a suite and write its report, holding the store's lock; `wait=None`: the caller has no --wait."""
+    ls = load_suite(suite_path, data)
+    with exclusive(store_path, "run", wait=bool(wait), on_wait=console.print, can_wait=wait is not None):
+        return _run_and_report(ls, workspace, store_path, backend, formats, report)
+
+
+def _run_and_report(ls: LoadedSuite, workspace: Path, store_path: Path, backend: str | None, formats,
+                    report: bool) -> str:
+    quiet_libraries()
+    with Store(store_path) as store, progress() as prog:
+        run_id = run_suite(ls, workspace, store, backend=backend, say=lambda s: prog.console.print(s),
+                           progress=Phases(prog))
+    with Store(store_path) as store:
+        console.print(f"run {run_id} recorded in {store_path}")
+        if report:
+            data = report_data(store, run_id)
+            for kind, p in write_report(store, run_id, None, formats, data).items():
+                console.print(f"report ({kind}): {p}")
+            print_headline(data)
+    return run_id
