@@ -17,8 +17,12 @@ SCORE_COLUMNS = ["bench", "judge", "model", "category", "mean", "low", "high", "
 DIFF_COLUMNS = ["bench", "judge", "model", "baseline", "category", "diff", "low", "high", "se", "mde", "questions",
                 "rows", "missing"]
 SEED_COLUMNS = ["group", "seed", "model", "bench", "judge", "baseline", "diff", "low", "high"]
+# a recipe over its seeds: the seeds-combined difference (diff, low, high) and the between-seed SD (sd, sd_low, sd_high)
+SEED_SUMMARY_COLUMNS = ["group", "bench", "judge", "baseline", "seeds", "diff", "low", "high", "sd", "sd_low",
+                        "sd_high"]
 HISTORY_COLUMNS = ["run_id", "started", "model", "bench", "judge", "mean", "low", "high"]
-METRIC_COLUMNS = ["model", "task", "metric", "value", "stderr"]
+# low/high: the 95% interval; interval: how it was computed (a bootstrap over documents, or value ± 1.96·stderr)
+METRIC_COLUMNS = ["model", "task", "metric", "value", "stderr", "low", "high", "interval"]
 ALL = "all"  # the category value of a row that pools every category
 
 
@@ -37,6 +41,7 @@ class Gate:
     margin: float
     level: float          # e.g. 0.90
     sentence: str         # the one-sentence outcome, already worded (harness.analysis.wording.gate_sentence)
+    seeds: int = 1        # training seeds combined in the interval (a recipe's gate); 1: one model's gate
 
 
 @dataclass
@@ -52,6 +57,50 @@ class Example:
 
 
 @dataclass
+class Verdict:
+    """One recipe, its training seeds combined, against one baseline: the difference, its interval, the outcome."""
+
+    recipe: str
+    baseline: str
+    diff: float
+    low: float
+    high: float
+    level: float
+    seeds: int
+    questions: int
+    outcome: str | None = None  # improved | equivalent | regressed | inconclusive, against ±margin; None: no margin
+    caveat: str | None = None   # e.g. few seeds that vary more than the question noise
+
+
+@dataclass
+class Ranked:
+    """A recipe's mean score over its seeds with its interval, and how often it came out best under resampling."""
+
+    recipe: str
+    mean: float
+    low: float
+    high: float
+    p_best: float
+    seeds: int
+
+
+@dataclass
+class Decision:
+    """The report's first screen: per recipe, seeds combined, the verdicts, a ranking and the one answer."""
+
+    bench: str
+    judge: str
+    level: float                   # of the verdicts' intervals (the gate's level)
+    margin: float | None           # the practical margin; None: no gate in the suite (no outcomes)
+    gate_baseline: str | None      # the suite's gate baseline (a recipe name)
+    baselines: list[str]           # the baselines compared, control first where there is one
+    verdicts: list[Verdict]        # recipe x baseline
+    ranking: list[Ranked]          # best first
+    answer: str                    # one plain sentence: did the teachers help beyond gold-label training?
+    method: str                    # one line: how seeds and questions enter the intervals
+
+
+@dataclass
 class ReportData:
     """Everything one run's report shows. All intervals are at `level` (0.95) unless a row says otherwise."""
 
@@ -61,6 +110,7 @@ class ReportData:
     diffs: pd.DataFrame                     # DIFF_COLUMNS: candidate − baseline, paired on shared questions
     gates: list[Gate] = field(default_factory=list)
     seeds: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SEED_COLUMNS))
+    seed_summary: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=SEED_SUMMARY_COLUMNS))
     # ablation grids: grid name -> DataFrame with one column per axis plus model, bench, judge, baseline,
     # diff, low, high (overall category only)
     ablations: dict[str, pd.DataFrame] = field(default_factory=dict)
@@ -72,3 +122,8 @@ class ReportData:
     judge_notes: dict[str, str] = field(default_factory=dict)   # judge id -> caveat shown with its scores
     models: dict[str, dict[str, Any]] = field(default_factory=dict)  # model -> {role, path, recipe, backend}
     level: float = 0.95
+    decision: Decision | None = None
+    # "How these numbers were computed": (label, text) facts: clusters, resamples, levels, seeds, judges,
+    # generation settings, versions, chat-template hashes, git sha
+    method: list[tuple[str, str]] = field(default_factory=list)
+    empty_benches: list[str] = field(default_factory=list)  # one line each: a bench whose judge gave no grades

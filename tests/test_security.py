@@ -47,8 +47,10 @@ GEN_KEY = "gen-1"
 
 # Tags a report may contain: its own markup; any other tag came from model text.
 HTML_TAGS = {"html", "head", "meta", "title", "style", "body", "h1", "h2", "h3", "nav", "a", "p", "ul", "li", "span",
-             "table", "thead", "tbody", "tr", "th", "td", "details", "summary", "figure", "img", "figcaption", "div"}
-MD_TAGS = {"h1", "h2", "h3", "p", "ul", "li", "table", "thead", "tbody", "tr", "th", "td", "br", "img", "blockquote"}
+             "table", "thead", "tbody", "tr", "th", "td", "details", "summary", "figure", "img", "figcaption", "div",
+             "section"}
+MD_TAGS = {"h1", "h2", "h3", "h4", "p", "ul", "li", "table", "thead", "tbody", "tr", "th", "td", "br", "img",
+           "blockquote", "strong"}
 
 
 class _Tags(HTMLParser):
@@ -149,7 +151,7 @@ def _payload_store(tmp_path: Path):
 
 @pytest.fixture(scope="module")
 def payload_report(tmp_path_factory) -> dict[str, Path]:
-    from harness.analysis.results import report_data
+    from harness.analysis.report import report_data
     from reports.render import render_report
 
     tmp = tmp_path_factory.mktemp("xss")

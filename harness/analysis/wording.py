@@ -14,7 +14,8 @@ section 3.5), because a gate decides against a practical margin, not against zer
 
 from __future__ import annotations
 
-from harness.analysis.stats import Estimate, Outcome, VarianceComponents
+from harness.analysis.stats import Estimate, Outcome, SeedEstimate, VarianceComponents
+from reports.data import Verdict
 from reports.fmt import MINUS, fmt_interval, fmt_level, fmt_number  # noqa: F401  (one formatting for tables and reports)
 
 
@@ -98,3 +99,48 @@ def variance_sentence(vc: VarianceComponents) -> str:
     return (f"Of the variance of the mean, {q} comes from question difficulty (more questions: now {vc.C}), "
             f"{g} from generation (more samples per question: now {vc.K:g}) and {j} from the judge "
             f"(more judge repeats: now {vc.J:g}).")
+
+
+def seed_caveat(e: SeedEstimate) -> str:
+    """The warning for an interval over few seeds that vary more than the question noise."""
+    return (f"With {e.n_seeds} seeds that differ by more than the question noise (seed SD "
+            f"{fmt_number(e.seed_sd)}), this interval may cover less than {fmt_level(e.level)} of the time; "
+            "more seeds would pin it down.")
+
+
+def _best(verdicts: list[Verdict]) -> Verdict:
+    return max(verdicts, key=lambda v: v.diff)
+
+
+def _est(v: Verdict) -> str:
+    seeds = f" over {v.seeds} seeds" if v.seeds > 1 else ""
+    return f"{fmt_estimate((v.diff, v.low, v.high), signed=True, level=v.level)}{seeds}"
+
+
+def recipe_answer(verdicts: list[Verdict], control: str | None, margin: float | None) -> str:
+    """One plain sentence: did the teachers help beyond gold-label training (the control)?"""
+    if control is None:
+        return ("This run has no gold-label control, so it cannot tell whether the teachers helped beyond "
+                "training on the same data.")
+    vc = [v for v in verdicts if v.baseline == control]
+    if not vc:
+        return f"No recipe shares judged questions with the gold-label control ({control}): no answer."
+    best = _best(vc)
+    if margin is None:
+        side = ("lies above zero" if best.low > 0 else "lies below zero" if best.high < 0 else "covers zero")
+        return (f"Against gold-label training ({control}), the best recipe, {best.recipe}, is {_est(best)}; "
+                f"its interval {side} (the suite sets no margin, so nothing is decided).")
+    m = fmt_number(margin)
+    improved = [v for v in vc if v.outcome == "improved"]
+    if improved:
+        names = ", ".join(v.recipe for v in improved)
+        return (f"Yes: {names} beat{'s' if len(improved) == 1 else ''} gold-label training ({control}) by more "
+                f"than the margin ±{m}; the best, {best.recipe}, by {_est(best)}.")
+    if all(v.outcome == "regressed" for v in vc):
+        return (f"No: every recipe is worse than gold-label training ({control}) by more than the margin ±{m}; "
+                f"the closest, {best.recipe}, is {_est(best)}.")
+    if all(v.outcome in ("equivalent", "regressed") for v in vc):
+        return (f"No: the teachers add nothing beyond gold-label training ({control}) at the margin ±{m}; "
+                f"the best recipe, {best.recipe}, is {_est(best)}, within the margin.")
+    return (f"Not shown: no recipe beats gold-label training ({control}) by more than ±{m} with this many "
+            f"questions and seeds; the best, {best.recipe}, is {_est(best)}.")

@@ -81,7 +81,8 @@ def _resolve_run(store, suite_or_run: str) -> dict:
 @app.command()
 def gate(
     suite_or_run: str = typer.Argument(..., help="A suite YAML (its latest finished run), a run id, or 'latest'."),
-    baseline: str = typer.Option(..., "--baseline", help="The baseline model's name in the run."),
+    baseline: str = typer.Option(..., "--baseline", help="The baseline: a model of the run, or a recipe (e.g. "
+                                                         "control: its seeds meet the candidates' own)."),
     margin: float = typer.Option(..., "--margin", help="Practical margin m (score units): differences within ±m "
                                                        "do not matter."),
     level: float = typer.Option(0.90, "--level", min=0.5, max=0.999, help="Two-sided interval level (0.90 = one-sided "
@@ -89,12 +90,16 @@ def gate(
     bench: str = typer.Option(None, "--bench", help="Bench to gate on (default: the run's first)."),
     judge: str = typer.Option(None, "--judge", help="Judge whose id contains this (default: the bench's first)."),
     fail_on_inconclusive: bool = typer.Option(False, "--fail-on-inconclusive", help="Exit 1 on inconclusive too."),
+    per_seed: bool = typer.Option(False, "--per-seed", help="Gate each training seed's model against its own "
+                                                           "seed's baseline, instead of each recipe with its seeds "
+                                                           "combined."),
     store_path: Path = STORE,
 ) -> None:
-    """CI gate: each candidate minus the baseline, its interval against ±margin.
+    """CI gate: each candidate recipe minus the baseline, its interval against ±margin.
 
-    Exit codes: 0 improved or equivalent (or inconclusive, unless --fail-on-inconclusive), 1 regressed,
-    2 could not evaluate.
+    A recipe trained with several seeds is gated once, on an interval that carries the between-seed and
+    the question noise (--per-seed: once per seed). Exit codes: 0 improved or equivalent (or inconclusive,
+    unless --fail-on-inconclusive), 1 regressed, 2 could not evaluate.
     """
     from harness.analysis.results import gate_run
     from harness.store import Store
@@ -104,7 +109,8 @@ def gate(
             raise FusevalError(f"--margin {margin}: a margin is zero or positive")
         _existing(store_path)
         with Store(store_path) as store:
-            gates = gate_run(store, _resolve_run(store, suite_or_run), baseline, margin, level, bench, judge)
+            gates = gate_run(store, _resolve_run(store, suite_or_run), baseline, margin, level, bench, judge,
+                             per_seed=per_seed)
     except FusevalError as e:
         error(f"{e} (gate could not evaluate)")
         sys.exit(2)

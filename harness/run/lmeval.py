@@ -24,11 +24,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from fusion.common.errors import FusevalError
 from fusion.common.files import atomic_write_text
 from fusion.common.hashing import digest
+from harness.analysis.stats import mean_interval
 from harness.backends.vllm_server import served_context
 from harness.formats.questions import load_questions, resolve_bench
 
@@ -192,6 +194,25 @@ def _task_manager(tasks: list[str], include: Path, ours: list[str]):
     return tm
 
 
+def _per_document(res: dict[str, Any], task: str, metric: str) -> np.ndarray | None:
+    """A metric's per-document values where lm-eval logged its samples (a group: its tasks' documents)."""
+    samples = res.get("samples") or {}
+    tasks = res.get("group_subtasks", {}).get(task) or [task]
+    values = [d.get(metric) for t in tasks for d in samples.get(t, [])]
+    if not values or not all(isinstance(v, (int, float)) for v in values):
+        return None
+    return np.asarray(values, dtype=float)
+
+
+def _interval(res: dict[str, Any], task: str, metric: str) -> dict[str, Any]:
+    """A 95% cluster-bootstrap interval over the documents (each its own cluster), where samples were logged."""
+    values = _per_document(res, task, metric)
+    if values is None or len(values) < 2:
+        return {}
+    _, low, high = mean_interval(values, np.arange(len(values)), level=0.95, n_boot=2000)
+    return {"low": low, "high": high, "interval": "cluster bootstrap over the documents"}
+
+
 def _rows(res: dict[str, Any]) -> list[dict[str, Any]]:
     n_of = {t: int(v["effective"]) for t, v in res.get("n-samples", {}).items()}
     for group, subtasks in res.get("group_subtasks", {}).items():
@@ -205,7 +226,7 @@ def _rows(res: dict[str, Any]) -> list[dict[str, Any]]:
             stderr = metrics.get(f"{name}_stderr,{filt}")
             rows.append({"task": task, "metric": name if filt == "none" else f"{name}/{filt}", "value": float(value),
                          "stderr": float(stderr) if isinstance(stderr, (int, float)) else None,
-                         "n": n_of.get(task)})
+                         "n": n_of.get(task), **(_interval(res, task, name) if filt == "none" else {})})
     return rows
 
 
@@ -235,7 +256,7 @@ def run_lmeval(model_path: Path, tasks: list[str], backend: str = "transformers"
             try:
                 res = lm_eval.simple_evaluate(model=model, model_args=model_args, tasks=list(tasks), task_manager=tm,
                                               limit=limit, num_fewshot=num_fewshot, batch_size=batch_size,
-                                              device=device, log_samples=False)
+                                              device=device, log_samples=True)
             except Exception as e:  # lm-eval raises bare exceptions of many kinds; the cause stays chained
                 first = (str(e).strip().splitlines() or [""])[0]
                 raise FusevalError(f"lm-eval failed on {', '.join(tasks)} with {model} ({model_path}): "

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.analysis.results import report_data
+from harness.analysis.report import report_data
 from harness.run.runner import run_suite
 from harness.run.suite import LoadedSuite, load_suite
 from harness.store import Store, exclusive
 from harness.ui import Phases, console, progress, quiet_libraries, results
 from reports.data import ReportData
-from reports.render import headline, render_report
+from reports.render import decision_lines, render_report
 
 
 def write_report(store: Store, run_id: str, out: Path | None, formats=("html", "md"),
@@ -26,9 +26,9 @@ def write_report(store: Store, run_id: str, out: Path | None, formats=("html", "
 
 
 def print_headline(data: ReportData) -> None:
-    """The report's headline on stdout: the gates' sentences, then each candidate against each other baseline."""
-    for line in headline(data):
-        results.print(f"{line['text']}  ({line['label']})", markup=False, highlight=False)
+    """The report's decision block on stdout: the answer, each recipe's verdicts, the gate's tally, caveats."""
+    for line in decision_lines(data):
+        results.print(line, markup=False, highlight=False)
 
 
 def run_and_report(suite_path: Path, workspace: Path, store_path: Path, backend: str | None, formats,

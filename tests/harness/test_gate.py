@@ -73,3 +73,54 @@ def test_gate_cannot_evaluate(tmp_path):
         assert r.returncode == 2 and words in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
     r = fuseval("gate", "latest", "--baseline", "base", "--margin", "0.1", "--store", tmp_path / "none.db")
     assert r.returncode == 2 and "no store" in r.stderr
+
+
+def seeded_store(path, shifts: dict[int, float], n: int = N, seed: int = 1) -> str:
+    """A finished run with a seeded control and a fuse recipe: fused@s = control@s + shifts[s] + noise."""
+    rng = np.random.default_rng(seed)
+    store = Store(path)
+    qk = store.add_questions("set", [Question(question_id=i, category="math", turns=[f"q {i}"]) for i in range(n)])
+    ease = rng.normal(0, 1.0, n)
+    models = []
+
+    def add(name, group, s, role, scores):
+        h = store.add_model(name)
+        rows = [AnswerRow(h, qk[i], 0, "g", [f"{name} {i}"]) for i in range(n)]
+        store.add_answers(rows)
+        store.add_judgments([JudgmentRow("single", "judge-x", "v1", r.akey, 1, score=float(x))
+                             for r, x in zip(rows, scores)])
+        models.append({"name": name, "hash": h, "role": role, "group": group, "seed": s, "path": name,
+                       "kind": "fuse", "recipe": None})
+
+    for s, shift in shifts.items():
+        control = 5 + ease + rng.normal(0, 0.2, n)
+        add(f"control@s{s}", "control", s, "baseline", control)
+        add(f"fused@s{s}", "fused", s, "candidate", control + shift + rng.normal(0, 0.2, n))
+    config = {"suite": {"name": "seeded", "examples": 1}, "backend": "none", "workspace": str(path.parent),
+              "models": models, "gen_key": "g", "grids": {},
+              "benches": [{"name": "set", "judge_ids": ["judge-x"], "lmeval": None, "lmeval_key": None,
+                           "question_ids": list(range(n))}]}
+    run_id = store.start_run(suite="seeded")
+    store.end_run(run_id, config=config)
+    store.close()
+    return run_id
+
+
+def test_gate_decides_per_recipe_across_seeds(tmp_path):
+    """Seeds that disagree (one +0.6, one −0.6): each seed alone is decided, the recipe is not (exit 0);
+    --per-seed gates each seed (one regressed: exit 1). Seeds that agree on −0.5: the recipe regressed."""
+    db = tmp_path / "split.db"
+    seeded_store(db, {0: 0.6, 1: -0.6})
+    r = fuseval("gate", "latest", "--baseline", "control", "--margin", "0.1", "--store", db)
+    assert r.returncode == 0, r.stderr
+    assert "fused (2 seeds) vs control: inconclusive" in r.stdout and r.stdout.count("\n") >= 1
+    r = fuseval("gate", "latest", "--baseline", "control", "--margin", "0.1", "--store", db, "--per-seed")
+    assert r.returncode == 1
+    assert "fused@s0 vs control@s0: improved" in r.stdout and "fused@s1 vs control@s1: regressed" in r.stdout
+    db = tmp_path / "down.db"
+    seeded_store(db, {0: -0.5, 1: -0.55})
+    r = fuseval("gate", "latest", "--baseline", "control", "--margin", "0.1", "--store", db)
+    assert r.returncode == 1 and "fused (2 seeds) vs control: regressed" in r.stdout, r.stdout
+    with Store(db) as store:
+        (g,) = gate_run(store, store.run("latest"), "control", 0.1, n_boot=2000)
+    assert g.seeds == 2 and g.high < -0.1

@@ -150,3 +150,13 @@ def test_vllm_server_scores_equal_hf(hf_run, world, tmp_path):
     for key, r in by_task(rows).items():
         assert (r["value"], r["n"]) == (hf[key]["value"], hf[key]["n"]), key
         assert r["stderr"] == pytest.approx(hf[key]["stderr"])
+
+
+def test_metrics_carry_a_bootstrap_interval_over_documents(hf_run):
+    """lm-eval logs each document's result; every acc/acc_norm row gets a 95% bootstrap interval around it."""
+    rows, _ = hf_run
+    scored = [r for r in rows if r["metric"] in ("acc", "acc_norm")]
+    assert scored and all(r["interval"] == "cluster bootstrap over the documents" for r in scored)
+    assert all(r["low"] <= r["value"] <= r["high"] and r["high"] - r["low"] > 0 for r in scored if 0 < r["value"] < 1)
+    group = next(r for r in scored if r["task"] == ZOO_GROUP and r["metric"] == "acc")
+    assert group["n"] == 5 * LIMIT

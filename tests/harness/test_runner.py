@@ -60,7 +60,7 @@ def test_suite_runs_reports_gates_and_resumes(world, judge_dir, tmp_path):
         md_name = re.escape(name.replace("_", "\\_"))  # Markdown escapes the underscore
         assert name in html and re.search(rf"\| {md_name} \| \d\.\d\d \(\d\.\d\d to \d\.\d\d\) \|", md), name
     assert re.search(r"[+−]?\d\.\d\d \(90% interval [+−]?\d\.\d\d to [+−]?\d\.\d\d\)", md)  # gate sentences
-    assert "fused-varm@s0 vs pivot:" in r.stdout  # the headline: gate sentences
+    assert r.stdout.startswith("Decision — zoo") and "  fused-varm: vs control" in r.stdout  # the decision, last
     assert "significan" not in (html + md + r.stdout).lower()
     assert "pipeline check" in html
     assert "ties merge of 2 models (density 0.5)" in html and "gold labels only" in html  # what each was built from
@@ -77,7 +77,7 @@ def test_suite_runs_reports_gates_and_resumes(world, judge_dir, tmp_path):
                              text=True).stdout
         assert dom.count('<img src="data:image/png;base64,') >= 4 and "<script" not in dom.lower()
 
-    assert re.search(r"\| fused-varm@s0 \| fuseval\\_zoo \| acc \| \d\.\d\d ± \d\.\d\d \|", md)  # lm-eval
+    assert re.search(r"\| fused-varm@s0 \| fuseval\\_zoo \| \d\.\d\d \(\d\.\d\d to \d\.\d\d\) \|", md)  # lm-eval
     answers, judgments, metrics = _count(db, "answers"), _count(db, "judgments"), _count(db, "metrics")
     assert answers == 9 * 12 and metrics > 9  # 9 models x (10 zoo + 2 general questions); lm-eval per model
     r = fuseval("run", suite, "--workspace", ws, "--store", db)
@@ -102,6 +102,8 @@ def test_suite_runs_reports_gates_and_resumes(world, judge_dir, tmp_path):
     r = fuseval("gate", suite, "--baseline", "pivot", "--margin", "0.05", "--store", db)
     assert r.returncode in (0, 1) and "margin" in r.stdout
     r = fuseval("gate", suite, "--baseline", "control", "--margin", "0.05", "--store", db)  # trained with seeds
+    assert r.returncode in (0, 1) and "fused-varm (2 seeds) vs control:" in r.stdout  # per recipe, seeds combined
+    r = fuseval("gate", suite, "--baseline", "control", "--margin", "0.05", "--store", db, "--per-seed")
     assert r.returncode in (0, 1) and "fused-varm@s1 vs control@s1:" in r.stdout and "@s0 vs control@s1" not in r.stdout
     r = fuseval("gate", suite, "--baseline", "nobody", "--margin", "0.05", "--store", db)
     assert r.returncode == 2 and "nobody" in r.stderr

@@ -32,6 +32,11 @@ def _loop_bootstrap(values, clusters, n_boot, seed):
     return np.array(means)
 
 
+def expanded_tail_by_hand(level: float, g: int) -> float:
+    """Hesterberg's expanded percentile: Φ(√(g/(g−1)) · t_{(1−level)/2, g−1}), from scipy's distributions."""
+    return sps.norm.cdf(np.sqrt(g / (g - 1)) * sps.t.ppf((1 - level) / 2, g - 1))
+
+
 def test_interval_matches_a_plain_loop_within_monte_carlo_error():
     rng = np.random.default_rng(1)
     clusters = np.repeat(np.arange(40), rng.integers(1, 4, 40))
@@ -39,9 +44,23 @@ def test_interval_matches_a_plain_loop_within_monte_carlo_error():
     values = effect + rng.normal(0, 0.5, len(clusters))
     mean, lo, hi = mean_interval(values, clusters, n_boot=4000, seed=3)
     ref = _loop_bootstrap(values.tolist(), clusters.tolist(), 4000, seed=7)
+    a = expanded_tail_by_hand(0.95, 40)
     assert mean == pytest.approx(values.mean())
-    assert lo == pytest.approx(np.quantile(ref, 0.025), abs=0.04)
-    assert hi == pytest.approx(np.quantile(ref, 0.975), abs=0.04)
+    assert lo == pytest.approx(np.quantile(ref, a), abs=0.04)
+    assert hi == pytest.approx(np.quantile(ref, 1 - a), abs=0.04)
+
+
+def test_few_questions_widen_the_interval_as_the_expanded_percentile_says():
+    """10 questions: the percentiles are read at Φ(√(10/9)·t₉(0.025)) ≈ 0.0086, not 0.025 (wider)."""
+    rng = np.random.default_rng(11)
+    clusters = np.repeat(np.arange(10), 2)
+    values = rng.normal(0, 1, 10)[clusters] + rng.normal(0, 0.5, 20)
+    mean, lo, hi = mean_interval(values, clusters, n_boot=20_000, seed=4)
+    ref = _loop_bootstrap(values.tolist(), clusters.tolist(), 20_000, seed=5)
+    a = expanded_tail_by_hand(0.95, 10)
+    assert a == pytest.approx(0.0086, abs=0.0002)
+    assert lo == pytest.approx(np.quantile(ref, a), abs=0.03) and hi == pytest.approx(np.quantile(ref, 1 - a), abs=0.03)
+    assert hi - lo > 1.1 * (np.quantile(ref, 0.975) - np.quantile(ref, 0.025))
 
 
 def test_clusters_widen_the_interval_compared_with_rows():
@@ -115,7 +134,8 @@ def test_interval_matches_scipy_bootstrap_with_one_row_per_question():
     rng = np.random.default_rng(6)
     x = rng.gamma(2.0, 1.0, 120)  # skewed, so the percentile interval is not symmetric
     mean, lo, hi = mean_interval(x, np.arange(120), n_boot=20_000, seed=1)
-    ref = sps.bootstrap((x,), np.mean, n_resamples=20_000, method="percentile", confidence_level=0.95,
+    level = 1 - 2 * expanded_tail_by_hand(0.95, 120)  # scipy's percentile interval at the expanded level
+    ref = sps.bootstrap((x,), np.mean, n_resamples=20_000, method="percentile", confidence_level=level,
                         random_state=np.random.default_rng(2)).confidence_interval
     se = x.std() / np.sqrt(120)
     assert lo == pytest.approx(ref.low, abs=0.05 * se)  # Monte-Carlo error of a 2.5% quantile

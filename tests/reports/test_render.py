@@ -67,9 +67,9 @@ def full_data() -> ReportData:
                for layer in (0, 1) for part, w in [("self_attn.q_proj", 0.3 + 0.1 * layer),
                                                    ("self_attn.k_proj", 0.45), ("mlp.down_proj", 0.7 - 0.2 * layer)]}
     weights["model.embed_tokens.weight"] = [0.5, 0.5]
-    metrics = pd.DataFrame([["pivot", "arc_easy", "acc", 0.5612, 0.0102],
-                            ["merged-ties", "arc_easy", "acc", 0.5838, 0.0101]],
-                           columns=["model", "task", "metric", "value", "stderr"])
+    metrics = pd.DataFrame([["pivot", "arc_easy", "acc", 0.5612, 0.0102, 0.5412, 0.5812],
+                            ["merged-ties", "arc_easy", "acc", 0.5838, 0.0101, 0.5640, 0.6036]],
+                           columns=["model", "task", "metric", "value", "stderr", "low", "high"])
     examples = [
         Example("mt", 81, "writing", ["Write a poem.", "Now shorter " + PAYLOADS[2]],
                 {"pivot": ["Roses\n  are red " + PAYLOADS[0], "Short."],
@@ -115,7 +115,7 @@ def test_files_exist_with_every_model_and_interval(report):
             assert name in text, name
         for s in expected_strings(data):
             assert s in text, s
-        assert "0.56 ± 0.01" in text  # lm-eval value ± stderr
+        assert "0.56 (0.54 to 0.58)" in text  # lm-eval value with its interval
         assert data.gates[0].sentence in text
         assert "Scores move by about 0.2 on re-judging." in text  # the judge's note beside its table
         assert "1 of 121 judgments was missing" in text  # 3 models x 40 judged rows overall, 1 unreadable
@@ -127,8 +127,10 @@ def test_files_exist_with_every_model_and_interval(report):
 def test_sections_in_order(report):
     html = report["html"].read_text()
     heads = re.findall(r"<h2 id=\"(\w+)\"", html)
-    assert heads == ["headline", "run", "scores", "diffs", "seeds", "ablations", "metrics", "trends", "merge",
-                     "missing", "examples"]
+    assert heads == ["scores", "seeds", "ablations", "metrics", "method", "detail"]
+    assert html.index('<section id="decision">') < html.index('<h2 id="scores">')
+    for folded in ("run", "trends", "merge", "missing", "examples"):  # the detail, folded
+        assert f'<details id="{folded}">' in html
 
 
 def test_model_text_is_escaped(report):

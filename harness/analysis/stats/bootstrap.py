@@ -6,10 +6,18 @@
 
 Rows are judged units (one per turn or sample); `clusters` gives each row's question id. Questions
 are resampled with replacement, keeping every row of a question together, because turns and
-samples of one question are not independent. The interval is the percentile interval of the
-resampled means (ratio of resampled sums to resampled row counts, so unequal cluster sizes are
-weighted by rows, as the point estimate is). Every bootstrap here draws its resamples from
-`_weight_blocks`: one seeded multinomial count per question and resample.
+samples of one question are not independent. The resampled means are ratios of resampled sums to
+resampled row counts, so unequal cluster sizes are weighted by rows, as the point estimate is. Every
+bootstrap here draws its resamples from `_weight_blocks`: one seeded multinomial count per question
+and resample.
+
+The interval is the *expanded* percentile interval (Hesterberg, "What teachers should know about the
+bootstrap", 2015): the percentiles are taken at the tail probability Φ(√(g/(g−1))·t_{α/2, g−1})
+instead of α/2, for g questions. The plain percentile interval is too narrow with few questions, since
+the bootstrap's spread misses the factor g/(g−1) and a normal quantile stands where a t quantile
+belongs: simulated on MT-Bench-shaped data it covers 0.89 at 10 questions (one category) and 0.92
+at 20, the expanded one 0.93 and 0.945; at 80 questions both cover about 0.94
+(benchmarks/validity/coverage.py).
 
 Missing judgments are never scored: the functions refuse NaN, and `drop_missing` removes them (a
 pair when either side is missing) and counts them for the report. Numbers become sentences only
@@ -24,6 +32,7 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
+from scipy.stats import norm, t
 
 _BLOCK = 1000  # resamples per block: bounds memory at _BLOCK x n_clusters counts
 
@@ -72,12 +81,21 @@ def _paired(candidate, baseline, clusters, name: str) -> np.ndarray:
     return _check(candidate, clusters, f"{name} (candidate)") - _check(baseline, clusters, f"{name} (baseline)")
 
 
+def expanded_tail(level: float, n_clusters: int) -> float:
+    """The lower tail probability at which the expanded percentile interval reads the bootstrap means."""
+    a = (1 - level) / 2
+    if n_clusters < 2:
+        return a
+    return float(norm.cdf(math.sqrt(n_clusters / (n_clusters - 1)) * t.ppf(a, n_clusters - 1)))
+
+
 def mean_interval(scores, clusters, level: float = 0.95, n_boot: int = 10_000,
                   seed: int = 0) -> tuple[float, float, float]:
-    """(mean, low, high): the mean score and its percentile cluster-bootstrap interval."""
+    """(mean, low, high): the mean score and its expanded-percentile cluster-bootstrap interval."""
     v = _check(scores, clusters, "mean_interval")
-    means = _bootstrap_means(v, np.asarray(clusters).reshape(-1), n_boot, seed)
-    a = (1 - level) / 2
+    cl = np.asarray(clusters).reshape(-1)
+    means = _bootstrap_means(v, cl, n_boot, seed)
+    a = expanded_tail(level, _cluster_index(cl)[1])
     return float(v.mean()), float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
 
 

@@ -1,0 +1,94 @@
+"""The report decides first: on a demo-shaped run, the decision block opens the HTML, report.md and the CLI."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from harness.analysis.report import report_data
+from harness.store import Store
+from reports.render import decision_lines, render_report
+from tests.harness import demo_shaped
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    db = tmp_path_factory.mktemp("decide") / "fuseval.db"
+    run_id = demo_shaped.build(db)
+    with Store(db) as store:
+        data = report_data(store, run_id, n_boot=1000)
+    return data, render_report(data, db.parent / "report")
+
+
+def test_decision_per_recipe_against_control_and_pivot(run):
+    data, _ = run
+    d = data.decision
+    assert (d.bench, d.judge, d.level, d.margin, d.gate_baseline) == ("zoo", demo_shaped.PROG, 0.9, 0.05, "control")
+    assert d.baselines == ["control", "pivot"]  # the trained baseline first
+    assert {(v.recipe, v.baseline) for v in d.verdicts} == {(r, b) for r in demo_shaped.RECIPES
+                                                             for b in ("control", "pivot")}
+    assert all(v.seeds == 2 and v.questions == 100 and v.low <= v.diff <= v.high for v in d.verdicts)
+    bad = next(v for v in d.verdicts if (v.recipe, v.baseline) == ("fused-dare_ties-d0.3", "control"))
+    assert bad.outcome == "regressed"
+    assert [r.recipe for r in d.ranking][-1] == "fused-dare_ties-d0.3"
+    assert sum(r.p_best for r in d.ranking) == pytest.approx(1.0)
+    assert "gold-label training (control)" in d.answer
+    # the gate of the suite decides per recipe, with its seeds combined
+    assert {g.candidate for g in data.gates} == set(demo_shaped.RECIPES) and all(g.seeds == 2 for g in data.gates)
+
+
+def test_a_bench_without_grades_is_one_line(run):
+    data, out = run
+    assert len(data.empty_benches) == 1 and "all 156 judgments were missing" in data.empty_benches[0]  # 13 x 6 x 2
+    assert set(data.scores["bench"]) == {"zoo"}
+    assert out["md"].read_text().count("general · judge") == 1
+
+
+def test_report_md_opens_with_the_verdicts_against_the_control(run):
+    data, out = run
+    head = out["md"].read_text().splitlines()[:25]
+    assert head[0].startswith("# ") and any(line.startswith("**Decision**") for line in head)
+    for recipe in demo_shaped.RECIPES:
+        row = next(line for line in head if line.startswith(f"| {recipe.replace('_', chr(92) + '_')} |"))
+        assert re.search(r"\| [+\u2212]?\d\.\d\d \([+\u2212]?\d\.\d\d to [+\u2212]?\d\.\d\d\) "
+                         r"(improved|equivalent|regressed|inconclusive) \|", row), row
+    assert any(line.startswith("Gate vs control") for line in head)
+
+
+def test_cli_closing_lines_are_the_decision(run):
+    data, _ = run
+    lines = decision_lines(data)
+    assert len(lines) <= 12 and lines[0].startswith("Decision")
+    assert sum(line.startswith("  fused-") for line in lines) == 5
+    assert all("vs control" in line and "vs pivot" in line for line in lines if line.startswith("  fused-"))
+
+
+def test_html_decides_first_and_folds_the_detail(run):
+    _, out = run
+    html = out["html"].read_text()
+    assert html.index('<section id="decision">') < html.index("<nav>") < html.index('<h2 id="scores">')
+    assert html.index('<h2 id="method">') < html.index('<h2 id="detail">') < html.index('<details id="examples">')
+    assert "\\ufffd" in html and "\ufffd" not in html  # undecodable bytes shown, not silently replaced
+    assert "two-way seeds × questions random-effects model" in html  # the method is stated
+    for fact in ("clusters", "resamples", "levels", "seeds", "judges", "generation", "versions", "chat templates",
+                 "git sha"):
+        assert f"<th>{fact}</th>" in html
+
+
+@pytest.mark.skipif(not Path("/usr/bin/chromium").exists(),
+                    reason="chromium is not installed (apt-get install chromium)")
+def test_first_screen_decides_in_headless_chromium(run):
+    """At 1400x900: the decision block ends on the first screen, the page (detail folded) is at most 6 screens,
+    and no figure text renders below 10 px."""
+    from tests.reports.browser import measure
+
+    _, out = run
+    m = measure(out["html"], width=1400, height=900)
+    print(f"page {m['page_height']} px = {m['screens']:.2f} screens; decision ends at {m['decision_bottom']:.0f} px; "
+          f"smallest figure text {m['min_figure_text_px']:.1f} px")
+    assert m["decision_bottom"] is not None and m["decision_bottom"] <= min(900, m["viewport"]["height"])
+    assert m["page_height"] <= 6 * 900
+    assert m["min_figure_text_px"] >= 10
+    assert all(f["client_width"] <= f["natural_width"] for f in m["figures"])  # no figure is blown up or squeezed
