@@ -22,6 +22,12 @@ SEED_SUMMARY_COLUMNS = ["group", "bench", "judge", "baseline", "seeds", "diff", 
                         "sd_high"]
 HISTORY_COLUMNS = ["run_id", "started", "model", "bench", "judge", "mean", "low", "high"]
 # low/high: the 95% interval; interval: how it was computed (a bootstrap over documents, or value ± 1.96·stderr)
+# per bench x judge x model with samples or judge repeats: the variance parts (question omega2, generation,
+# judge) with 95% intervals, and the interval half-width now and with twice the questions, samples, repeats
+NOISE_COLUMNS = ["bench", "judge", "model", "questions", "samples", "repeats", "omega2", "sigma2_gen",
+                 "sigma2_judge", "omega2_low", "sigma2_gen_low", "sigma2_judge_low", "omega2_high",
+                 "sigma2_gen_high", "sigma2_judge_high", "half_now", "half_questions", "half_samples",
+                 "half_repeats"]
 METRIC_COLUMNS = ["model", "task", "metric", "value", "stderr", "low", "high", "interval"]
 ALL = "all"  # the category value of a row that pools every category
 
@@ -127,3 +133,4 @@ class ReportData:
     # generation settings, versions, chat-template hashes, git sha
     method: list[tuple[str, str]] = field(default_factory=list)
     empty_benches: list[str] = field(default_factory=list)  # one line each: a bench whose judge gave no grades
+    noise: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=NOISE_COLUMNS))

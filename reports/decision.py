@@ -74,7 +74,7 @@ def decision_section(data: ReportData) -> dict[str, Any] | None:
     by = _by(d)
     p_best = {r.recipe: r for r in d.ranking}
     lvl = fmt_level(d.level)
-    cols = ["recipe", *[f"vs {b} ({lvl} interval)" for b in d.baselines], "mean score", "P(best)"]
+    cols = ["recipe", *[f"vs {b} ({lvl} interval)" for b in d.baselines], f"mean score ({lvl} interval)", "P(best)"]
     rows = []
     for name in _recipes(d):
         r = p_best.get(name)

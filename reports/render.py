@@ -70,6 +70,7 @@ def build_context(data: ReportData) -> tuple[dict[str, Any], dict[str, bytes]]:
            "verdict_figures": verdict_figures(data, figs), "scores": sections._scores(data, figs),
            "diffs": sections._diffs(data, figs), "seeds": sections._seeds(data, figs),
            "ablations": sections._ablations(data, figs), "metrics": sections._metrics(data),
+           "noise": sections._noise(data),
            "method": sections.method_section(data), "run": sections.run_facts(data),
            "trends": sections._trends(data, figs), "merge": sections._merge(data, figs),
            "missing": sections._missing(data), "examples": sections._examples(data), "empty": EMPTY,

@@ -112,6 +112,36 @@ def _seeds(data: ReportData, figs: Figures) -> dict[str, Any]:
     return {"blocks": blocks, "explained": SEEDS_EXPLAINED, "empty": None if blocks else EMPTY["seeds"]}
 
 
+NOISE_EMPTY = ("one answer per question, judged once: set generation.samples and judge.repeats above 1 to split "
+               "the noise into question, generation and judge parts")
+KNOBS = {"questions": "twice the questions", "samples": "twice the samples per question",
+         "repeats": "twice the judge repeats"}
+
+
+def _part(r, p: str) -> str:
+    return f"{fmt_number(getattr(r, p), 3)} ({fmt_interval(getattr(r, p + '_low'), getattr(r, p + '_high'), 3)})"
+
+
+def _noise(data: ReportData) -> dict[str, Any]:
+    """Per bench and judge: each model's variance parts with intervals, and what each knob would buy."""
+    blocks = []
+    for (bench, judge), part in groups(data.noise, ["bench", "judge"]):
+        rows, best = [], []
+        for r in part.itertuples():
+            halves = {k: getattr(r, f"half_{k}") for k in KNOBS}
+            knob = min(halves, key=halves.get)
+            best.append(f"{r.model}: {KNOBS[knob]} (±{fmt_number(r.half_now)} → ±{fmt_number(halves[knob])})")
+            rows.append([r.model, f"{fmt_count(r.questions)} × {r.samples:g} × {r.repeats:g}", _part(r, "omega2"),
+                         _part(r, "sigma2_gen"), _part(r, "sigma2_judge"), f"±{fmt_number(r.half_now)}",
+                         *[f"±{fmt_number(v)}" for v in halves.values()]])
+        cols = ["model", "questions × samples × repeats", "question ω² (95% interval)",
+                "generation σ² (95% interval)", "judge σ² (95% interval)", "95% half-width now",
+                *[f"with {v}" for v in KNOBS.values()]]
+        blocks.append({"title": f"{bench} · judge {judge}", "table": table(cols, rows),
+                       "best": "What shrinks the interval most: " + "; ".join(best) + "."})
+    return {"blocks": blocks, "empty": None if blocks else NOISE_EMPTY}
+
+
 def _ablations(data: ReportData, figs: Figures) -> dict[str, Any]:
     level, blocks = fmt_level(data.level), []
     for name, grid in data.ablations.items():

@@ -33,6 +33,8 @@ LEADS = {  # the one sentence that opens each section: what it shows
     "scores": "Every model's mean score per category, with {level} intervals over questions.",
     "seeds": "How much the result depends on the training seed: each recipe's difference with its seeds combined, "
              "and the spread between seeds.",
+    "noise": "Where each model's score noise comes from: question difficulty, sampled answers, judge repeats, "
+             "and what doubling each would do to the interval.",
     "ablations": "The grid of settings, one cell per setting: its difference to the baseline and how wide its "
                  "interval is.",
     "method": "The clusters, resamples and levels behind every interval, and what produced the answers and "

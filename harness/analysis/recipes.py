@@ -154,6 +154,9 @@ def _ranking(df: pd.DataFrame, judge: str, recipes: dict[str, list[dict]], level
         p_best = dict.fromkeys(rows, float("nan"))
     out = []
     for name, r in rows.items():
-        e = stats.seed_estimate(*r, level=level, n_boot=n_boot)
+        try:
+            e = stats.seed_estimate(*r, level=level, n_boot=n_boot)
+        except ValueError:  # no question graded under every seed (or only one question): no score to rank
+            continue
         out.append(Ranked(name, e.mean, e.low, e.high, p_best[name], e.n_seeds))
     return sorted(out, key=lambda x: -x.mean)

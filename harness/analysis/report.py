@@ -14,6 +14,7 @@ from scipy.stats import chi2
 
 from fusion.common.errors import FusevalError
 from harness.analysis import details, stats
+from harness.analysis.noise import noise_table
 from harness.analysis.recipes import decide, groups, paired_seed_rows, recipe_estimate
 from harness.analysis.results import _gate_target, _per_bench, gate_run, run_scores, same_seed
 from harness.analysis.summary import ALL, difference_table, score_table
@@ -162,7 +163,8 @@ def report_data(store: Store, run_id: str, n_boot: int = 10_000) -> ReportData:
                             "served": details.served_by(store, config, m["hash"])}
                 for m in config["models"]},
         decision=_decision(df, config, gate, n_boot),
-        method=details.method_facts(store, run, n_boot, 0.95, gate), empty_benches=empty)
+        method=details.method_facts(store, run, n_boot, 0.95, gate), empty_benches=empty,
+        noise=noise_table(df))
 
 
 def _seed_rows(config: dict, overall: pd.DataFrame) -> pd.DataFrame:

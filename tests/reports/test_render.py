@@ -127,7 +127,7 @@ def test_files_exist_with_every_model_and_interval(report):
 def test_sections_in_order(report):
     html = report["html"].read_text()
     heads = re.findall(r"<h2 id=\"(\w+)\"", html)
-    assert heads == ["scores", "seeds", "ablations", "metrics", "method", "detail"]
+    assert heads == ["scores", "seeds", "ablations", "metrics", "method", "detail"]  # no noise parts to show
     assert html.index('<section id="decision">') < html.index('<h2 id="scores">')
     for folded in ("run", "trends", "merge", "missing", "examples"):  # the detail, folded
         assert f'<details id="{folded}">' in html
