@@ -13,7 +13,7 @@ from harness.analysis.recipes import METHOD
 from harness.analysis.results import finite_or_none
 from harness.store import Store
 from reports.data import Example
-from reports.fmt import fmt_level, fmt_number
+from reports.fmt import fmt_interval, fmt_level, fmt_number
 
 
 def merge_weights(models: list[dict]) -> dict:
@@ -113,6 +113,19 @@ def _templates(store: Store, config: dict) -> str:
                      for h, ms in models_of.items()) or "no answers recorded"
 
 
+def aa_fact(store: Store, suite: str) -> str:
+    """The suite's latest A/A check (`fuseval aa`): how often the gate raised a false alarm."""
+    run_id = store.latest_run(f"{suite}/aa")
+    if run_id is None:
+        return "not run yet for this suite (fuseval aa SUITE: one model against itself, gated many times)"
+    r = store.run(run_id)["config"]
+    rates = "; ".join(f"false {o} {r[f'false_{o}']['hits']}/{r['pairs']} (95% interval "
+                      f"{fmt_interval(*r[f'false_{o}']['interval'])})" for o in ("improved", "regressed"))
+    return (f"{r['model']} against itself on {r['bench']}, {r['pairs']} pairs answered at temperature "
+            f"{r['temperature']:g} under other seeds, margin ±{fmt_number(r['margin'])} at {fmt_level(r['level'])}: "
+            f"{rates} (run {run_id})")
+
+
 def method_facts(store: Store, run: dict, n_boot: int, level: float, gate: dict | None) -> list[tuple[str, str]]:
     """How these numbers were computed: clusters, resamples, levels, seeds, judges, generation, versions."""
     config = run["config"]
@@ -143,5 +156,6 @@ def method_facts(store: Store, run: dict, n_boot: int, level: float, gate: dict 
         ("versions", ", ".join(f"{k} {v}" for k, v in env.items() if k != "platform") or "not recorded"),
         ("chat templates", _templates(store, config)),
         ("git sha", run.get("git_sha") or "not recorded"),
+        ("A/A check", aa_fact(store, config["suite"]["name"])),
     ]
     return facts

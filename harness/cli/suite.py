@@ -154,3 +154,39 @@ def history(
             t.add_row(r.run_id, time.strftime("%Y-%m-%d %H:%M", time.localtime(r.started)), r.model,
                       fmt_number(r.mean), fmt_interval(r.low, r.high), str(r.questions))
         results.print(t)
+
+
+@app.command()
+def aa(
+    suite: Path = typer.Argument(..., help="The suite YAML: its gate's baseline, bench and margin are checked."),
+    model: str = typer.Option(None, "--model", help="The model checked against itself (default: the gate's "
+                                                    "baseline; a checkpoint or merge model)."),
+    pairs: int = typer.Option(20, "--pairs", min=1, help="Pairs of answer sets to gate; each pair answers the "
+                                                         "bench twice."),
+    temperature: float = typer.Option(0.7, "--temperature", min=0.0, help="Sampling temperature of every answer: "
+                                                                           "answers must vary for the check to "
+                                                                           "test anything."),
+    workspace: Path = typer.Option(Path("runs"), "--workspace", help="Where built models and logs go."),
+    store_path: Path = STORE,
+    backend: str = typer.Option(None, "--backend", help="Override the suite's backend: vllm or transformers."),
+) -> None:
+    """A/A check: one model against itself, answered under other sampling seeds, gated --pairs times.
+
+    Prints how often the gate raised a false "improved" or "regressed" (each expected at 5% or less),
+    with 95% intervals, and records the result in the store, where the suite's report shows it.
+    """
+    from harness.run.aa import run_aa
+    from harness.run.suite import load_suite
+    from harness.store import Store, exclusive
+    from harness.ui import progress, quiet_libraries
+
+    ls = load_suite(suite)
+    quiet_libraries()
+    with exclusive(store_path, "aa"), Store(store_path) as store, progress() as prog:
+        r = run_aa(ls, workspace, store, model, pairs, temperature, backend, say=lambda s: prog.console.print(s))
+    results.print(f"A/A: {r['model']} against itself on {r['bench']} ({r['pairs']} pairs, temperature "
+                  f"{r['temperature']:g}, margin ±{r['margin']:g}, {r['level']:.0%} intervals):", highlight=False)
+    for o in ("improved", "regressed"):
+        f = r[f"false_{o}"]
+        results.print(f"  false {o}: {f['hits']}/{r['pairs']} = {f['rate']:.0%} (95% interval "
+                      f"{f['interval'][0]:.0%} to {f['interval'][1]:.0%}); expected 5% or less", highlight=False)

@@ -263,9 +263,11 @@ class Store(StoreFrames):
                        (time.time(), status, json.dumps(config) if config else None, run_id))
 
     def run(self, run_id: str) -> dict:
-        """One run's row (config decoded); 'latest' is the newest finished run."""
+        """One run's row (config decoded); 'latest' is the newest finished suite run (one with models to report:
+        not an `eval`, `pairwise` or A/A check)."""
         if run_id == "latest":
-            row = self.db.execute("SELECT id FROM runs WHERE status='done' ORDER BY started DESC LIMIT 1").fetchone()
+            row = self.db.execute("SELECT id FROM runs WHERE status='done' AND json_extract(config, '$.models') "
+                                  "IS NOT NULL ORDER BY started DESC LIMIT 1").fetchone()
             if row is None:
                 raise FusevalError(f"{self.path}: no finished run yet")
             run_id = row[0]
