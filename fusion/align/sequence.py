@@ -14,10 +14,10 @@ In a transferred [T, K] id array, -1 is padding with log-prob -inf.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Sequence
 
-import numba
 import numpy as np
 from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
@@ -25,26 +25,50 @@ from rapidfuzz.distance import Levenshtein
 from fusion.align.tokens import heuristic_text, normalize_token
 from fusion.common.errors import FusevalError
 
+# Two tiers compute the same path. numba's compiled kernel is 130-200x a plain-Python DP, but importing and
+# starting numba costs a process ~0.5 s with the kernel in numba's disk cache, ~1.1 s when it must compile
+# (measured on 2 cores). The NumPy tier (one vectorized step per row) costs nothing to start and is 5-20x a
+# Python DP, 10-35x slower than numba. Ski rental: alignments take the NumPy tier until they have spent what
+# starting numba costs, then numba. A process never pays more than about twice what the better choice in
+# hindsight would have cost, and a short one (a test, one CLI call) never starts numba at all.
+_JIT_START_S = 0.5
+_tiers: dict = {"numpy_s": 0.0, "jit": None}  # process-wide, as numba's own dispatcher cache is
+_CDIST_THREADS_FROM = 1 << 17  # cells: below this, rapidfuzz's threads cost more than they save (measured)
+# Token -> text per kind, remembered across calls (a pure function of its arguments): a fusion run aligns
+# thousands of answers drawn from one small working vocabulary, and looking a text up is ~7x cheaper than
+# normalizing it again. Bounded: cleared when it outgrows _TEXT_MEMO_SIZE entries.
+_text_memo: dict[str | None, dict[str, str]] = {}
+_TEXT_MEMO_SIZE = 1 << 18
 
-@numba.njit(cache=True)
-def _dtw_path(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Accumulate D over the int cost matrix [n, m] and backtrack from (n-1, m-1) to (0, 0)."""
-    n, m = cost.shape
+
+def _dtw_kernel(ucost: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """DTW over the cost matrix ucost[rows][:, cols] [n, m], read in place; backtrack from (n-1, m-1) to (0, 0).
+    Compiled by numba (`warm_up`); the NumPy tier `_dtw_numpy` follows the same recurrence and tie rule."""
+    n, m = len(rows), len(cols)
     big = np.iinfo(np.int64).max // 4  # "infinity" that cannot overflow when a cost is added
     acc = np.empty((n, m), dtype=np.int64)
+    crow = np.empty(m, dtype=np.int64)  # this row's costs, gathered once
     for i in range(n):
+        urow = ucost[rows[i]]
         for j in range(m):
-            if i == 0 and j == 0:
-                best = 0
-            else:
-                best = big
-                if i > 0 and j > 0:
-                    best = acc[i - 1, j - 1]
-                if i > 0 and acc[i - 1, j] < best:
-                    best = acc[i - 1, j]
-                if j > 0 and acc[i, j - 1] < best:
-                    best = acc[i, j - 1]
-            acc[i, j] = cost[i, j] + best
+            crow[j] = urow[cols[j]]
+        if i == 0:
+            acc[0, 0] = crow[0]
+            for j in range(1, m):
+                acc[0, j] = acc[0, j - 1] + crow[j]
+            continue
+        # The running-minimum form of `_dtw_numpy`: two short dependency chains instead of one long one.
+        above = acc[i - 1]
+        run = crow[0] + above[0]
+        acc[i, 0] = run
+        total = crow[0]
+        run -= total
+        for j in range(1, m):
+            total += crow[j]
+            enter = crow[j] + min(above[j - 1], above[j]) - total
+            if enter < run:
+                run = enter
+            acc[i, j] = run + total
     src = np.empty(n + m, dtype=np.int64)
     tgt = np.empty(n + m, dtype=np.int64)
     i, j, k = n - 1, m - 1, 0
@@ -65,15 +89,84 @@ def _dtw_path(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return src[:k][::-1].copy(), tgt[:k][::-1].copy()
 
 
-def _texts(tokens: Sequence[str], kind: str | None) -> list[str]:
-    if kind is None:
-        return [heuristic_text(t) for t in tokens]
-    return [normalize_token(t, kind) or "" for t in tokens]
+def _dtw_numpy(ucost: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`_dtw_kernel` in NumPy, one vectorized step per row (same recurrence, same tie rule, same path).
+
+    Row i: enter[j] = cost[i, j] + min(acc[i-1, j-1], acc[i-1, j]) is the best way into (i, j) from the
+    row above; moving left along the row adds costs, so acc[i, j] = min over k <= j of enter[k] + cost[i, k+1..j]
+    = S[j] + min over k <= j of (enter[k] - S[k]), with S the row's running sum: a running minimum.
+    """
+    n, m = len(rows), len(cols)
+    acc = np.empty((n, m), dtype=np.int64)
+    np.cumsum(ucost[rows[0]][cols], out=acc[0])
+    enter = np.empty(m, dtype=np.int64)
+    for i in range(1, n):
+        crow = ucost[rows[i]][cols]
+        above = acc[i - 1]
+        enter[0] = above[0]
+        np.minimum(above[1:], above[:-1], out=enter[1:])
+        enter += crow
+        running = np.cumsum(crow)
+        np.minimum.accumulate(enter - running, out=acc[i])
+        acc[i] += running
+    i, j, path = n - 1, m - 1, [(n - 1, m - 1)]
+    while i and j:  # the tie rule of `_dtw_kernel`: diagonal, then up, then left
+        bi, bj, best = i - 1, j - 1, acc.item(i - 1, j - 1)
+        if acc.item(i - 1, j) < best:
+            bi, bj, best = i - 1, j, acc.item(i - 1, j)
+        if acc.item(i, j - 1) < best:
+            bi, bj = i, j - 1
+        i, j = bi, bj
+        path.append((i, j))
+    path += [(r, 0) for r in range(i - 1, -1, -1)] + [(0, c) for c in range(j - 1, -1, -1)]
+    src, tgt = np.array(path, dtype=np.int64)[::-1].T
+    return src.copy(), tgt.copy()
+
+
+def warm_up() -> None:
+    """Start numba's DTW kernel now (read from its disk cache, or compiled); every later alignment takes it."""
+    if _tiers["jit"] is None:
+        import numba  # here, not at import: a process that aligns little never pays numba's start
+
+        kernel = numba.njit(cache=True)(_dtw_kernel)
+        one = np.zeros(1, dtype=np.int64)
+        kernel(np.zeros((1, 1), dtype=np.int64), one, one)
+        _tiers["jit"] = kernel
+
+
+def _dtw(ucost: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> list[tuple[int, int]]:
+    """The DTW path through the cost matrix ucost[rows][:, cols], by the tier the ski rental picks."""
+    if _tiers["jit"] is None and _tiers["numpy_s"] < _JIT_START_S:
+        start = time.perf_counter()
+        src, tgt = _dtw_numpy(ucost, rows, cols)
+        _tiers["numpy_s"] += time.perf_counter() - start
+    else:
+        warm_up()
+        src, tgt = _tiers["jit"](ucost, rows, cols)
+    return list(zip(src.tolist(), tgt.tolist()))
+
+
+def _unique_texts(tokens: Sequence[str], kind: str | None) -> tuple[list[str], np.ndarray]:
+    """The text of each distinct token, and the index of every token's text [n]: real answers repeat
+    tokens, so the cost matrix between distinct texts is several times smaller than the full one."""
+    index: dict[str, int] = {}
+    which = [index.setdefault(t, len(index)) for t in tokens]
+    memo = _text_memo.setdefault(kind, {})
+    if len(memo) > _TEXT_MEMO_SIZE:
+        memo.clear()
+    texts = []
+    for token in index:
+        text = memo.get(token)
+        if text is None:
+            text = memo[token] = heuristic_text(token) if kind is None else normalize_token(token, kind) or ""
+        texts.append(text)
+    return texts, np.array(which, dtype=np.int64)
 
 
 def token_cost(source_texts: Sequence[str], target_texts: Sequence[str]) -> np.ndarray:
     """Levenshtein distance of every (source, target) text pair, int64 [n, m]."""
-    return process.cdist(source_texts, target_texts, scorer=Levenshtein.distance, dtype=np.int64, workers=-1)
+    workers = -1 if len(source_texts) * len(target_texts) >= _CDIST_THREADS_FROM else 1
+    return process.cdist(source_texts, target_texts, scorer=Levenshtein.distance, dtype=np.int64, workers=workers)
 
 
 def dtw_path(cost: np.ndarray) -> list[tuple[int, int]]:
@@ -83,8 +176,8 @@ def dtw_path(cost: np.ndarray) -> list[tuple[int, int]]:
         raise FusevalError(f"DTW needs a 2-D integer cost matrix, got {cost.dtype} {cost.shape}")
     if not cost.size:
         return []
-    rows, cols = _dtw_path(np.ascontiguousarray(cost, dtype=np.int64))
-    return list(zip(rows.tolist(), cols.tolist()))
+    n, m = cost.shape
+    return _dtw(np.ascontiguousarray(cost, dtype=np.int64), np.arange(n, dtype=np.int64), np.arange(m, dtype=np.int64))
 
 
 def dtw_align(source_tokens: Sequence[str], target_tokens: Sequence[str],
@@ -97,7 +190,9 @@ def dtw_align(source_tokens: Sequence[str], target_tokens: Sequence[str],
     if not source_tokens or not target_tokens:
         return []
     src_kind, tgt_kind = kinds if kinds is not None else (None, None)
-    return dtw_path(token_cost(_texts(source_tokens, src_kind), _texts(target_tokens, tgt_kind)))
+    s_texts, s_rows = _unique_texts(source_tokens, src_kind)
+    t_texts, t_cols = _unique_texts(target_tokens, tgt_kind)
+    return _dtw(token_cost(s_texts, t_texts), s_rows, t_cols)
 
 
 def one_to_one_pairs(path: Sequence[tuple[int, int]], source_texts: Sequence[str | None],

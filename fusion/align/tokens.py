@@ -49,18 +49,26 @@ def normalize_token(token: str, kind: str, specials: Container[str] = ()) -> str
         if not text.isascii() and max(text) > "\xff":  # a character outside the table: take its UTF-8
             text = "".join(c if c <= "\xff" else _utf8_as_latin1(c) for c in text)
     elif kind == "sentencepiece":
-        m = _BYTE_PIECE.fullmatch(token)
-        text = chr(int(m.group(1), 16)) if m else _utf8_as_latin1(token.replace("\u2581", " "))
+        if is_byte_piece(token):
+            text = chr(int(token[3:5], 16))
+        else:
+            text = token.replace("\u2581", " ")
+            if not text.isascii():
+                text = _utf8_as_latin1(text)
     else:
         raise FusevalError(f"unknown token kind {kind!r}; expected one of {', '.join(KINDS)}")
     return text or None
 
 
+def is_byte_piece(token: str) -> bool:
+    """Whether `token` is a SentencePiece byte-fallback piece (`<0x0A>`)."""
+    return token.startswith("<0x") and _BYTE_PIECE.fullmatch(token) is not None
+
+
 def heuristic_text(token: str) -> str:
     """Token text without knowing its family: markers to whitespace, `<0xNN>` to its byte."""
-    m = _BYTE_PIECE.fullmatch(token)
-    if m:
-        return chr(int(m.group(1), 16))
+    if is_byte_piece(token):
+        return chr(int(token[3:5], 16))
     return token.replace("\u0120", " ").replace("\u2581", " ").replace("\u010a", "\n")
 
 
@@ -78,17 +86,29 @@ def _component_types(node: object) -> set[str]:
     return found
 
 
+def _component(backend, name: str) -> object:
+    """One serialized component of a tokenizers.Tokenizer (its pre-tokenizer, decoder, normalizer), or None.
+    Read component by component: serializing the whole tokenizer (`to_str`) costs ~0.5 s on a 150k vocabulary."""
+    part = getattr(backend, name, None)
+    return None if part is None else json.loads(part.__getstate__())
+
+
+def _byte_fallback(model) -> bool:
+    """Whether a tokenizers model falls back to `<0xNN>` pieces (Unigram has no attribute for it: read its state)."""
+    flag = getattr(model, "byte_fallback", None)
+    return bool(json.loads(model.__getstate__()).get("byte_fallback") if flag is None else flag)
+
+
 def token_kind(tokenizer) -> str:
     """"byte_level" or "sentencepiece", read from a fast tokenizer's pre-tokenizer, decoder and model."""
     backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
     if not hasattr(backend, "to_str"):
         raise FusevalError(f"{type(tokenizer).__name__}: need a fast (tokenizers-backed) tokenizer to tell its kind")
-    spec = json.loads(backend.to_str())
-    pipeline = _component_types([spec.get("pre_tokenizer"), spec.get("decoder")])
+    pipeline = _component_types([_component(backend, "pre_tokenizer"), _component(backend, "decoder")])
     if "ByteLevel" in pipeline:
         return "byte_level"
-    model = spec.get("model") or {}
-    if "Metaspace" in pipeline or model.get("byte_fallback") or "\u2581" in json.dumps(spec.get("normalizer")):
+    if "Metaspace" in pipeline or _byte_fallback(backend.model) or "\u2581" in json.dumps(
+            _component(backend, "normalizer"), ensure_ascii=False):
         return "sentencepiece"
     vocab = tokenizer.get_vocab()
     if sum("\u2581" in t for t in vocab) > 0.05 * len(vocab):

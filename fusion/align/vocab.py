@@ -2,8 +2,9 @@
 
     vmap = map_vocab(source_tok, target_tok, cache_dir="runs/cache")    # source id -> target id
 
-A source token maps to the target token that stands for the same text (`fusion.align.tokens`),
-else to the one with the least edit distance (ties: shortest, then lowest id). Special tokens map
+A source token maps to the target token that stands for the same text (`fusion.align.tokens`; an
+ordinary piece before a byte-fallback one, then the lowest id), else to the one with the least edit
+distance (ties: shortest, then lowest id). Special tokens map
 only to the target's token with the same content or, failing that, the same role
 (bos/eos/pad/unk). -1 is a source id with no target counterpart (a special token with neither
 content nor role in the target, or a token that stands for no bytes); its probability mass is
@@ -21,12 +22,14 @@ import numpy as np
 from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
-from fusion.align.tokens import normalize_token, special_tokens, token_kind
+from fusion.align.tokens import is_byte_piece, normalize_token, special_tokens, token_kind
 from fusion.common.files import atomic_output_dir, atomic_write_text
 
 log = logging.getLogger(__name__)
 
-_CACHE_FORMAT = 1  # bump when the mapping rules change, so old cached maps are not reused
+# Bump when the mapping rules change, so old cached maps are not reused. 2: an ordinary target piece wins
+# an exact match over a byte-fallback piece of the same text (1 took the lowest id: `<0x41>` over `A`).
+_CACHE_FORMAT = 2
 _CDIST_CELLS = 16 * 2**20  # distances per rapidfuzz call: 64 MiB of int32, whatever the vocab sizes
 
 
@@ -89,7 +92,9 @@ def _nearest(queries: list[str], choices: list[str]) -> np.ndarray:
 
     `choices` must be sorted by length. A choice whose length differs from the query's by r is at
     least r edits away, so the search grows in rings of length difference r = 0, 1, 2, ... and
-    stops for a query once its best distance is <= r: no farther ring can reach it, or tie it.
+    stops for a query once its best distance is <= r: no farther ring can reach it, or tie it. The
+    longer side of ring r can only tie a best of r, and a tie goes to the shorter text: it is searched
+    only for queries whose best is still above r.
     """
     lengths = np.array([len(c) for c in choices])
     qlen = np.array([len(q) for q in queries])
@@ -100,8 +105,10 @@ def _nearest(queries: list[str], choices: list[str]) -> np.ndarray:
         for length in np.unique(qlen[active]).tolist():
             group = active[qlen[active] == length]
             for ring in sorted({length - r, length + r}):
+                if ring > length:
+                    group = group[best[group] > r]
                 lo, hi = np.searchsorted(lengths, [ring, ring + 1])
-                if lo == hi:
+                if lo == hi or not group.size:
                     continue
                 p, d = _argmin_slice([queries[q] for q in group], choices[lo:hi])
                 better = (d < best[group]) | ((d == best[group]) & (lo + p < pick[group]))
@@ -112,15 +119,26 @@ def _nearest(queries: list[str], choices: list[str]) -> np.ndarray:
     return pick
 
 
+def _target_texts(tokens: list[str | None], kind: str, specials: set[str]) -> dict[str, int]:
+    """Normalized text -> the target id that stands for it: an ordinary piece before a byte-fallback piece
+    of the same text (Llama's `A` before `<0x41>`: the tokenizer emits a byte piece only for bytes that no
+    ordinary piece covers, so a model gives it next to no probability), then the lowest id."""
+    exact: dict[str, int] = {}
+    fallback: dict[str, int] = {}
+    for idx, tok in enumerate(tokens):
+        text = None if tok is None else normalize_token(tok, kind, specials)
+        if text is not None:
+            (fallback if kind == "sentencepiece" and is_byte_piece(tok) else exact).setdefault(text, idx)
+    for text, idx in fallback.items():
+        exact.setdefault(text, idx)
+    return exact
+
+
 def _compute_map(source, target, src_kind: str, tgt_kind: str) -> np.ndarray:
     src_tokens, tgt_tokens = _vocab_list(source), _vocab_list(target)
     src_specials, tgt_specials = special_tokens(source), special_tokens(target)
     vmap = np.full(len(src_tokens), -1, dtype=np.int64)
-    exact: dict[str, int] = {}  # normalized text -> lowest target id
-    for idx, tok in enumerate(tgt_tokens):
-        text = None if tok is None else normalize_token(tok, tgt_kind, tgt_specials)
-        if text is not None:
-            exact.setdefault(text, idx)
+    exact = _target_texts(tgt_tokens, tgt_kind, tgt_specials)
     src_texts = [None if t is None else normalize_token(t, src_kind, src_specials) for t in src_tokens]
     missing: dict[str, list[int]] = {}
     for idx, text in enumerate(src_texts):

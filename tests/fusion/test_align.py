@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 import random
+import re
 
 import numpy as np
 import pytest
 
-from fusion.align import dtw_align, map_vocab, normalize_token, one_to_one_pairs, token_kind, transfer_topk, vocab
+from fusion.align import (
+    dtw_align,
+    dtw_path,
+    map_vocab,
+    normalize_token,
+    one_to_one_pairs,
+    sequence,
+    token_kind,
+    transfer_topk,
+    vocab,
+)
+from fusion.align.tokens import is_byte_piece
 from fusion.common.errors import FusevalError
 
 TEXTS = [
@@ -73,6 +85,8 @@ def test_normalize_token_specials_and_kind():
     assert normalize_token("<s>", "sentencepiece") == "<s>"  # not special in this tokenizer: plain text
     with pytest.raises(FusevalError, match="unknown token kind"):
         normalize_token("a", "wordpiece")
+    assert [is_byte_piece(t) for t in ["<0x0A>", "<0xff>", "<0x0A", "<0x0AB>", "▁<0x0A>", "<0xG0>"]] == [
+        True, True, False, False, False, False]
 
 
 def test_byte_level_round_trip_through_tokenizers_pre_tokenizer():
@@ -89,9 +103,16 @@ def test_token_kind(zoo_pair):
     sp, bpe = zoo_pair
     assert token_kind(sp) == "sentencepiece"
     assert token_kind(bpe) == "byte_level"
-    from tokenizers import Tokenizer, models, pre_tokenizers
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
+    # Read from the model (a Unigram states byte fallback only in its serialized form) or the normalizer
+    # (Llama-2 style: "▁" prepended and put for spaces, no pre-tokenizer, no byte fallback).
+    uni = Tokenizer(models.Unigram([("<unk>", 0.0), ("a", -1.0)], unk_id=0, byte_fallback=True))
+    assert token_kind(PreTrainedTokenizerFast(tokenizer_object=uni)) == "sentencepiece"
+    bpe_sp = Tokenizer(models.BPE(vocab={"a": 0, "b": 1}, merges=[]))
+    bpe_sp.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    assert token_kind(PreTrainedTokenizerFast(tokenizer_object=bpe_sp)) == "sentencepiece"
     wp = Tokenizer(models.WordPiece({"[UNK]": 0, "a": 1, "##b": 2}, unk_token="[UNK]"))
     wp.pre_tokenizer = pre_tokenizers.Whitespace()
     with pytest.raises(FusevalError, match="cannot tell"):
@@ -134,11 +155,12 @@ def test_map_vocab_special_with_several_roles_maps_to_eos():
     assert map_vocab(llama_like, gpt2_like).tolist() == [0, 0, 0, 1]  # every role of <|endoftext|>
 
 
-def test_map_vocab_lowest_id_and_nothing_maps_to_minus_one():
-    src = crafted("byte_level", ["Ġ", "", "Ġthe"])
-    tgt = crafted("sentencepiece", ["x", "<0x20>", "▁the", "▁", "▁the▁"])
-    # " " exists twice in the target (<0x20> id 1, ▁ id 3): the lowest id wins; "" maps to nothing.
-    assert map_vocab(src, tgt).tolist() == [1, -1, 2]
+def test_map_vocab_ordinary_piece_then_lowest_id_and_nothing_maps_to_minus_one():
+    src = crafted("byte_level", ["Ġ", "", "Ġthe", "A", "B"])
+    tgt = crafted("sentencepiece", ["x", "<0x20>", "▁the", "<0x41>", "▁", "▁the▁", " ", "A", "<0x42>"])
+    # " " exists three times in the target: the byte-fallback <0x20> (id 1) loses to the ordinary pieces,
+    # of which ▁ (id 4) has the lower id. "A" likewise; "B" has only its byte piece; "" maps to nothing.
+    assert map_vocab(src, tgt).tolist() == [4, -1, 2, 7, 8]
 
 
 def test_map_vocab_nearest_tie_rules():
@@ -191,6 +213,12 @@ def reference_map(source, target) -> list[int]:
     t_special = {t.content for t in target.added_tokens_decoder.values()} | set(target.all_special_tokens)
     t_tokens = target.convert_ids_to_tokens(list(range(len(target))))
     t_texts = [normalize_token(t, t_kind, t_special) for t in t_tokens]
+    # The id that stands for each text: ordinary pieces before byte-fallback ones (<0x41>), then the lowest id.
+    stands_for = {}
+    for _, i in sorted((t_kind == "sentencepiece" and re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", t) is not None, i)
+                         for i, t in enumerate(t_tokens)):
+        if t_texts[i] is not None:
+            stands_for.setdefault(t_texts[i], i)
     out = []
     for tok in source.convert_ids_to_tokens(list(range(len(source)))):
         if tok in s_special:
@@ -204,7 +232,7 @@ def reference_map(source, target) -> list[int]:
         if text is None:
             out.append(-1)
             continue
-        scored = [(levenshtein(text, t), len(t), i) for i, t in enumerate(t_texts) if t is not None]
+        scored = [(levenshtein(text, t), len(t), i) for t, i in stands_for.items()]
         out.append(min(scored)[2])
     return out
 
@@ -244,7 +272,41 @@ def heuristic(tok: str) -> str:
     return tok.replace("Ġ", " ").replace("▁", " ").replace("Ċ", "\n")
 
 
-def test_dtw_matches_reference_on_random_sequences():
+@pytest.fixture(params=["numpy", "numba"])
+def dtw_tier(request, monkeypatch):
+    """Every alignment in the test takes one tier: NumPy (numba never started) or the compiled kernel."""
+    if request.param == "numba":
+        sequence.warm_up()
+    else:
+        monkeypatch.setitem(sequence._tiers, "jit", None)
+        monkeypatch.setattr(sequence, "_JIT_START_S", float("inf"))
+    return request.param
+
+
+def test_dtw_tiers_match_reference_on_random_cost_matrices(dtw_tier):
+    rng = np.random.default_rng(3)
+    shapes = [(1, 1), (1, 9), (9, 1), (2, 2)] + [tuple(rng.integers(1, 40, size=2)) for _ in range(120)]
+    for n, m in shapes:
+        high = int(rng.choice([2, 3, 50, 10**12]))  # few values: many ties; huge ones: no overflow
+        cost = rng.integers(0, high, size=(n, m))
+        assert dtw_path(cost) == reference_dtw(cost.tolist()), (dtw_tier, cost)
+    assert dtw_path(np.zeros((0, 4), dtype=np.int32)) == []
+    with pytest.raises(FusevalError, match="integer cost matrix"):
+        dtw_path(np.zeros((2, 2)))
+
+
+def test_dtw_ski_rental_switches_to_numba_once_the_numpy_tier_has_spent_its_start(monkeypatch):
+    monkeypatch.setitem(sequence._tiers, "jit", None)
+    monkeypatch.setitem(sequence._tiers, "numpy_s", 0.0)
+    monkeypatch.setattr(sequence, "_JIT_START_S", 1e-9)
+    cost = np.array([[0, 1], [1, 0]])
+    assert dtw_path(cost) == [(0, 0), (1, 1)]  # the NumPy tier: nothing spent yet
+    assert sequence._tiers["jit"] is None and sequence._tiers["numpy_s"] > 0
+    assert dtw_path(cost) == [(0, 0), (1, 1)]  # spent more than numba's start: numba from now on
+    assert sequence._tiers["jit"] is not None
+
+
+def test_dtw_matches_reference_on_random_sequences(dtw_tier):
     rng = random.Random(0)
     pieces = ["a", "b", "ab", "Ġa", "▁a", "▁b", "Ċ", "<0x0A>", "ba", "aab", " "]
     sizes = [(0, 0), (0, 3), (3, 0), (1, 1), (1, 7), (7, 1)] + [(rng.randint(1, 25), rng.randint(1, 25))
@@ -256,7 +318,7 @@ def test_dtw_matches_reference_on_random_sequences():
         assert dtw_align(src, tgt) == reference_dtw(cost), (src, tgt)
 
 
-def test_dtw_with_kinds_on_real_tokenizations(zoo_pair):
+def test_dtw_with_kinds_on_real_tokenizations(zoo_pair, dtw_tier):
     sp, bpe = zoo_pair
     text = "Café in Zürich:\n the merged model got better."
     src, tgt = sp.tokenize(text), bpe.tokenize(text)
