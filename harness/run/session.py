@@ -7,19 +7,22 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from harness.analysis.report import report_data
-from harness.run.runner import run_suite
 from harness.run.suite import LoadedSuite, load_suite
 from harness.store import Store, exclusive
 from harness.ui import Phases, console, progress, quiet_libraries, results
-from reports.data import ReportData
-from reports.render import decision_lines, render_report
+
+if TYPE_CHECKING:
+    from reports.data import ReportData
 
 
 def write_report(store: Store, run_id: str, out: Path | None, formats=("html", "md"),
                  data: ReportData | None = None) -> dict[str, Path]:
     """Render one run's report (default: <workspace>/reports/<run id>/)."""
+    from harness.analysis.report import report_data  # the report's stack (pandas, matplotlib) only when drawing
+    from reports.render import render_report
+
     data = data or report_data(store, run_id)
     out = out or Path(data.run["workspace"] or "runs") / "reports" / data.run["id"]
     return render_report(data, out, formats)
@@ -27,13 +30,18 @@ def write_report(store: Store, run_id: str, out: Path | None, formats=("html", "
 
 def print_headline(data: ReportData) -> None:
     """The report's decision block on stdout: the answer, each recipe's verdicts, the gate's tally, caveats."""
+    from reports.render import decision_lines
+
     for line in decision_lines(data):
         results.print(line, markup=False, highlight=False)
 
 
 def run_and_report(suite_path: Path, workspace: Path, store_path: Path, backend: str | None, formats,
                    data: dict | None = None, report: bool = True, wait: bool | None = None) -> str:
-    """Run a suite and write its report, holding the store's lock; `wait=None`: the caller has no --wait."""
+    """Run a suite and write its report, holding the store's lock; `wait=None`: the caller has no --wait.
+
+    The lock is taken before the runner and the report's libraries are imported, so a second command
+    finds it held (and says so) as soon as possible."""
     ls = load_suite(suite_path, data)
     with exclusive(store_path, "run", wait=bool(wait), on_wait=console.print, can_wait=wait is not None):
         return _run_and_report(ls, workspace, store_path, backend, formats, report)
@@ -41,6 +49,9 @@ def run_and_report(suite_path: Path, workspace: Path, store_path: Path, backend:
 
 def _run_and_report(ls: LoadedSuite, workspace: Path, store_path: Path, backend: str | None, formats,
                     report: bool) -> str:
+    from harness.analysis.report import report_data
+    from harness.run.runner import run_suite
+
     quiet_libraries()
     with Store(store_path) as store, progress() as prog:
         run_id = run_suite(ls, workspace, store, backend=backend, say=lambda s: prog.console.print(s),
