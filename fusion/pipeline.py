@@ -131,6 +131,7 @@ def fused_examples(convs, pivot_dir: Path, pivot_store: TeacherStore, sources: l
     picks: dict[str, Counter] = defaultdict(Counter)
     picks_noisy: dict[str, Counter] = defaultdict(Counter)  # examples whose gold answers are known to be wrong
     weight_sum: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(len(names)))
+    teacher_tokens: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])  # [from a source, all]
     moved = total = 0
     examples = []
     for c in convs:
@@ -152,6 +153,8 @@ def fused_examples(convs, pivot_dir: Path, pivot_store: TeacherStore, sources: l
         if getattr(c, "noisy", False):
             picks_noisy[domain][names[int(np.argmax(w))]] += 1
         weight_sum[domain] += w
+        teacher_tokens[domain][0] += float(len(resp) * (1.0 - w[0]))
+        teacher_tokens[domain][1] += len(resp)
         examples.append(Example(ids, resp, t_ids, t_probs.astype(np.float32)))
     stats = {
         "picked": {d: dict(cnt) for d, cnt in sorted(picks.items())},
@@ -159,6 +162,8 @@ def fused_examples(convs, pivot_dir: Path, pivot_store: TeacherStore, sources: l
         "mean_weight": {d: dict(zip(names, (v / sum(picks[d].values())).round(4).tolist()))
                         for d, v in weight_sum.items()},
         "transferred_share": moved / total if total else 0.0,
+        # the share of the response tokens whose fused target came from a source (weight beyond the pivot's own)
+        "teacher_token_share": {d: round(t / n, 4) if n else 0.0 for d, (t, n) in sorted(teacher_tokens.items())},
     }
     return examples, stats
 

@@ -14,9 +14,11 @@ from fusion.zoo.tokenizers import CHAT_TEMPLATE, train_bpe_tokenizer, train_sp_t
 from fusion.zoo.world import (
     WORLD_FUSE_RECIPE,
     WORLD_TEMPLATE,
+    WORLDS,
     ModelSpec,
     WorldSpec,
     build_world,
+    known_effect_spec,
     model_config,
     score,
     train_specialist,
@@ -24,6 +26,6 @@ from fusion.zoo.world import (
     write_fuse_recipe,
 )
 
-__all__ = ["CHAT_TEMPLATE", "SIZES", "WORLD_FUSE_RECIPE", "WORLD_TEMPLATE", "ModelSpec", "WorldSpec", "build_world",
-           "merge_set", "model_config", "score", "train_bpe_tokenizer", "train_sp_tokenizer", "train_specialist",
-           "world_tokenizer", "write_fuse_recipe"]
+__all__ = ["CHAT_TEMPLATE", "SIZES", "WORLDS", "WORLD_FUSE_RECIPE", "WORLD_TEMPLATE", "ModelSpec", "WorldSpec",
+           "build_world", "known_effect_spec", "merge_set", "model_config", "score", "train_bpe_tokenizer",
+           "train_sp_tokenizer", "train_specialist", "world_tokenizer", "write_fuse_recipe"]

@@ -14,6 +14,10 @@ so the same question can never be drawn for both splits, whatever the seeds.
 Noisy answers (`noise=p`): with probability p an example's answers are replaced by a plausible
 wrong answer of the domain (an off-by-one sum, the other number, another field, another variable):
 the "sloppy annotator" of fusion data, whose labels the teachers can correct.
+
+Shuffled answers (`shuffle_answers`): each conversation keeps its questions but takes its answers
+from another conversation of its domain: the phrasing is right, the content says nothing about the
+question. Training on such labels alone cannot learn the skill; a teacher that has it can teach it.
 """
 
 from __future__ import annotations
@@ -131,6 +135,30 @@ def generate(domain: str, n: int, seed: int, split: str, noise: float = 0.0, tes
                     {"role": "user", "content": q2}, {"role": "assistant", "content": d.phrase(c2, 1)}]
         qid = f"{domain}-{split}-{seed}-{len(out)}"
         out.append(Conversation(domain, qid, messages, [c1, c2], noisy))
+    return out
+
+
+def shuffle_answers(convs: list[Conversation], seed: int, domains: set[str] | None = None) -> list[Conversation]:
+    """The conversations with their assistant turns (and answer cores) permuted among the same domain's
+    (only those of `domains`, if given; the rest are returned as they are, in place).
+
+    A conversation whose drawn answers happen to equal its own keeps `noisy=False`; every other is noisy.
+    """
+    rng = random.Random(f"shuffle/{seed}")
+    by_domain: dict[str, list[int]] = {}
+    for i, c in enumerate(convs):
+        if domains is None or c.domain in domains:
+            by_domain.setdefault(c.domain, []).append(i)
+    out = list(convs)
+    for idx in by_domain.values():
+        donors = idx[:]
+        rng.shuffle(donors)
+        for i, j in zip(idx, donors):
+            c, d = convs[i], convs[j]
+            answers = iter(m["content"] for m in d.messages if m["role"] == "assistant")
+            messages = [m if m["role"] == "user" else {"role": "assistant", "content": next(answers)}
+                        for m in c.messages]
+            out[i] = Conversation(c.domain, c.qid, messages, list(d.answers), list(d.answers) != list(c.answers))
     return out
 
 

@@ -74,10 +74,33 @@ class WorldSpec(BaseModel):
     train_per_domain: int = 3000
     fusion_per_domain: int = 600
     fusion_noise: float = Field(0.3, ge=0, le=1, description="share of source-domain fusion answers that are wrong")
+    fusion_answers: Literal["noisy", "shuffled"] = Field(
+        "noisy", description="noisy: fusion_noise of the sources' domains' answers are plausible wrong ones; "
+                             "shuffled: every answer there is another question's (zoo.domains.shuffle_answers)")
     test_per_domain: int = 60
 
     def key(self) -> str:
-        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:10]
+        d = self.model_dump()
+        if d["fusion_answers"] == "noisy":  # the field came later: worlds without it keep their keys
+            del d["fusion_answers"]
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def known_effect_spec() -> WorldSpec:
+    """The positive control: a world where fusion must help if it works at all.
+
+    The pivot has never seen the sources' domains, and the fusion data's answers on those domains are
+    shuffled (each question carries another question's answers): training on the labels alone learns
+    the phrasing but not the skill, while the sources, who have the skill, can teach it. A fused model
+    that does not beat the gold-label control here points at a defect (alignment, the fusion function's
+    choices, the loss weighting, the stage-2 merge), not at the world.
+    """
+    base = WorldSpec()
+    return base.model_copy(update={"pivot": base.pivot.model_copy(update={"light_domains": []}),
+                                   "fusion_noise": 0.0, "fusion_answers": "shuffled"})
+
+
+WORLDS = {"default": WorldSpec, "known-effect": known_effect_spec}
 
 
 def model_config(spec: ModelSpec, tok) -> dict:
@@ -151,6 +174,8 @@ def build_world(root: str | Path, spec: WorldSpec | None = None, progress: bool 
         fusion = [c for d in all_domains for c in D.generate(
             d, spec.fusion_per_domain, spec.seed + 1000, "train",
             noise=spec.fusion_noise if d in source_domains else 0.0)]
+        if spec.fusion_answers == "shuffled":
+            fusion = D.shuffle_answers(fusion, spec.seed + 1000, domains=source_domains)
         test = [c for d in all_domains
                 for c in D.generate(d, spec.test_per_domain, spec.seed + 2000, "test", unique=True)]
         save_conversations(fusion, tmp / "fusion.jsonl")

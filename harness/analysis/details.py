@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from harness.analysis.recipes import METHOD
-from harness.analysis.results import finite_or_none
+from harness.analysis.results import finite_or_none, gate_run
 from harness.store import Store
 from reports.data import Example
 from reports.fmt import fmt_interval, fmt_level, fmt_number
@@ -126,6 +126,40 @@ def aa_fact(store: Store, suite: str) -> str:
             f"{rates} (run {run_id})")
 
 
+def teacher_share_fact(config: dict) -> str | None:
+    """What the teachers taught: per fusion and source, the share of fusion tokens whose target came from that
+    source rather than the pivot itself, per domain (from each fusion's fuse_report.json); None without fusions."""
+    reports: dict[Path, dict] = {}
+    for m in config["models"]:
+        parents = Path(m["path"] or "").parents
+        path = parents[1] / "fuse_report.json" if m.get("kind") == "fuse" and len(parents) > 1 else None
+        if path and path not in reports and path.is_file():
+            reports[path] = json.loads(path.read_text())
+    parts = []
+    for rep in reports.values():
+        for source, st in rep.get("stage1", {}).items():
+            shares = {d: v for d, v in st.get("teacher_token_share", {}).items() if v > 0}
+            parts.append(f"{source}: " + (", ".join(f"{d} {v:.0%}" for d, v in shares.items()) or "none"))
+    if not parts:
+        return None
+    return ("share of the fusion data's response tokens whose target came from the source rather than the pivot, "
+            "per domain (others 0%): " + "; ".join(parts))
+
+
+def positive_control_fact(store: Store, suite: str, n_boot: int) -> str:
+    """The latest run of the suite's positive control (a world with an effect built in): its gate verdicts."""
+    run_id = store.latest_run(suite)
+    if run_id is None:
+        return f"suite {suite} not run yet in this store (fuseval demo runs it; or fuseval run on its file)"
+    run = store.run(run_id)
+    gate = run["config"]["suite"].get("gate")
+    if not gate:
+        return f"suite {suite}, run {run_id}: no gate in that suite, so no verdict"
+    gates = gate_run(store, run, gate["baseline"], gate["margin"], gate.get("level", 0.90), gate.get("bench"),
+                     gate.get("judge"), n_boot)
+    return f"suite {suite}, run {run_id} (fusion must help there): " + " ".join(g.sentence for g in gates)
+
+
 def method_facts(store: Store, run: dict, n_boot: int, level: float, gate: dict | None) -> list[tuple[str, str]]:
     """How these numbers were computed: clusters, resamples, levels, seeds, judges, generation, versions."""
     config = run["config"]
@@ -158,4 +192,8 @@ def method_facts(store: Store, run: dict, n_boot: int, level: float, gate: dict 
         ("git sha", run.get("git_sha") or "not recorded"),
         ("A/A check", aa_fact(store, config["suite"]["name"])),
     ]
+    if control := config["suite"].get("positive_control"):
+        facts.append(("positive control", positive_control_fact(store, control, n_boot)))
+    if taught := teacher_share_fact(config):
+        facts.append(("teachers' share", taught))
     return facts

@@ -1,6 +1,7 @@
 """Where a score's noise comes from, per model: questions, sampled answers, judge repeats; and which knob pays.
 
     rows = noise_table(df)      # one row per bench x judge x model whose run has samples or judge repeats
+    rows = aa_noise(store, "demo")   # else: from the suite's latest A/A check (one model, many sampled answers)
 
 With `generation.samples: K` answers per question and `judge.repeats: J` judgments per answer, the
 variance of a model's mean score splits into a question part (only more questions shrink it), a
@@ -73,3 +74,17 @@ def noise_table(df: pd.DataFrame, n_boot: int = 200, seed: int = 0) -> pd.DataFr
                      **{f"{p}_low": ci[p][0] for p in PARTS}, **{f"{p}_high": ci[p][1] for p in PARTS},
                      **{f"half_{k}": v for k, v in half.items()}})
     return pd.DataFrame(rows, columns=NOISE_COLUMNS)
+
+
+def aa_noise(store, suite: str, n_boot: int = 200) -> pd.DataFrame:
+    """The noise split of the suite's latest A/A check: its model answered the bench 2 x pairs times under other
+    sampling seeds, each answer set a sample. Empty without a check (or one recorded before its answer keys)."""
+    run_id = store.latest_run(f"{suite}/aa")
+    r = store.run(run_id)["config"] if run_id else {}
+    if not r.get("gen_keys"):
+        return pd.DataFrame(columns=NOISE_COLUMNS)
+    df = store.scores(bench=r["bench"], judge=r["judge"])
+    df = df[(df["model_hash"] == r["model_hash"]) & df["gen_key"].isin(r["gen_keys"])]
+    sample = {k: i for i, k in enumerate(r["gen_keys"])}
+    label = f"{r['model']} (A/A check, temperature {r['temperature']:g})"
+    return noise_table(df.assign(sample=df["gen_key"].map(sample), model=label), n_boot=n_boot)

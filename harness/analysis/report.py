@@ -14,7 +14,7 @@ from scipy.stats import chi2
 
 from fusion.common.errors import FusevalError
 from harness.analysis import details, stats
-from harness.analysis.noise import noise_table
+from harness.analysis.noise import aa_noise, noise_table
 from harness.analysis.recipes import decide, groups, paired_seed_rows, recipe_estimate
 from harness.analysis.results import _gate_target, _per_bench, gate_run, run_scores, same_seed
 from harness.analysis.summary import ALL, difference_table, score_table
@@ -164,7 +164,13 @@ def report_data(store: Store, run_id: str, n_boot: int = 10_000) -> ReportData:
                 for m in config["models"]},
         decision=_decision(df, config, gate, n_boot),
         method=details.method_facts(store, run, n_boot, 0.95, gate), empty_benches=empty,
-        noise=noise_table(df))
+        noise=_noise(store, df, suite["name"]))
+
+
+def _noise(store: Store, df: pd.DataFrame, suite: str) -> pd.DataFrame:
+    """The run's own noise split where it has samples or judge repeats, else its suite's latest A/A check's."""
+    own = noise_table(df)
+    return own if len(own) else aa_noise(store, suite)
 
 
 def _seed_rows(config: dict, overall: pd.DataFrame) -> pd.DataFrame:

@@ -195,6 +195,8 @@ class TransformersBackend(Backend):
             gen = row[:end] if end is not None else row
             text = self.tok.decode(gen, skip_special_tokens=True)
             finish = "stop" if end is not None else "length"
+            if finish == "length":  # cut inside a UTF-8 character: drop its partial bytes, as vLLM's detokenizer does
+                text = text.rstrip("\ufffd")
             for s in p.stop:
                 if s in text:
                     text, finish = text[:text.index(s)], "stop"

@@ -68,6 +68,8 @@ def fuse(
     report = run_fuse(cfg, out_dir, progress=True)
     for name, st in report["stage1"].items():
         picks = ", ".join(f"{d}: {dict(c)}" for d, c in st["picked"].items())
-        console.print(f"stage 1 {name}: transferred {st['transferred_share']:.0%} of response tokens; picked {picks}")
+        taught = ", ".join(f"{d} {v:.0%}" for d, v in st["teacher_token_share"].items())
+        console.print(f"stage 1 {name}: transferred {st['transferred_share']:.0%} of response tokens; picked {picks}; "
+                      f"tokens taught by {name}: {taught}")
     written = sorted(p.name for p in Path(out_dir).iterdir() if not p.name.startswith("."))
     console.print(f"wrote {out_dir}: " + ", ".join(written))

@@ -13,11 +13,17 @@ from harness.ui import console
 @app.command()
 def world(
     root: Path = typer.Argument(Path("runs/world"), help="Where to build (or find) the tiny world."),
+    kind: str = typer.Option("default", "--world", help="default, or known-effect: the positive control, where the "
+                                                        "fusion data's labels cannot teach the sources' skills but "
+                                                        "the sources can."),
 ) -> None:
     """Build the embedded tiny world: a pivot and source specialists of other tokenizers and architectures."""
-    from fusion.zoo import build_world
+    from fusion.common.errors import FusevalError
+    from fusion.zoo import WORLDS, build_world
 
-    path = build_world(root, progress=True)
+    if kind not in WORLDS:
+        raise FusevalError(f"--world {kind!r}: choose one of {', '.join(WORLDS)}")
+    path = build_world(root, WORLDS[kind](), progress=True)
     console.print(f"world: {path}")
 
 
@@ -28,7 +34,12 @@ def demo(
     backend: str = typer.Option(None, "--backend", help="vllm or transformers (default: transformers on a machine "
                                                         "without a GPU, vllm where one is present)."),
     seeds: int = typer.Option(2, "--seeds", min=1,
-                              help="Training seeds of the fusion (the report shows their spread)."),
+                              help="Training seeds of the demo world's fusion (the report shows their spread); "
+                                   "the known-effect world runs its suite's one seed."),
+    world: str = typer.Option("both", "--world", help="both (the positive control, then the demo's world), "
+                                                      "default or known-effect."),
+    aa_pairs: int = typer.Option(20, "--aa-pairs", min=0, help="Pairs of the A/A check on the demo world's pivot "
+                                                               "(0: skip it)."),
 ) -> None:
     """The whole job on the embedded tiny world: fuse, merge, serve, answer, judge, compare, report."""
     from harness.run.demo import run_demo
@@ -39,4 +50,10 @@ def demo(
         from harness.backends import vllm_available
 
         backend = "vllm" if torch.cuda.is_available() and vllm_available() else "transformers"
-    run_demo(workspace, console, backend=backend, seeds=seeds)
+    from fusion.common.errors import FusevalError
+    from harness.run.demo import SUITES
+
+    if world != "both" and world not in SUITES:
+        raise FusevalError(f"--world {world!r}: choose both, {' or '.join(SUITES)}")
+    run_demo(workspace, console, backend=backend, seeds=seeds, aa_pairs=aa_pairs,
+             worlds=tuple(SUITES) if world == "both" else (world,))

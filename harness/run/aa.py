@@ -110,7 +110,8 @@ def run_aa(ls: LoadedSuite, workspace: Path, store: Store, model: str | None = N
         store.end_run(run_id, status="failed")
         raise
     result = {"kind": "aa", "suite": ls.suite.name, "model": built.name, "bench": bench.name, "judge": judge.id,
-              "pairs": pairs, "temperature": temperature, "margin": margin, "level": level, "outcomes": outcomes}
+              "pairs": pairs, "temperature": temperature, "margin": margin, "level": level, "outcomes": outcomes,
+              "model_hash": built.hash, "gen_keys": [s.digest() for s in settings]}
     for o in ("improved", "regressed"):
         hits = outcomes.count(o)
         result[f"false_{o}"] = {"hits": hits, "rate": hits / pairs, "interval": wilson(hits, pairs)}

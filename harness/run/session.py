@@ -42,13 +42,20 @@ def run_and_report(suite_path: Path, workspace: Path, store_path: Path, backend:
 
     The lock is taken before the runner and the report's libraries are imported, so a second command
     finds it held (and says so) as soon as possible."""
+    return run_with_report(suite_path, workspace, store_path, backend, formats, data, report, wait)[0]
+
+
+def run_with_report(suite_path: Path, workspace: Path, store_path: Path, backend: str | None, formats,
+                    data: dict | None = None, report: bool = True,
+                    wait: bool | None = None) -> tuple[str, ReportData | None]:
+    """`run_and_report`, returning the run id and the report's data (None with report=False)."""
     ls = load_suite(suite_path, data)
     with exclusive(store_path, "run", wait=bool(wait), on_wait=console.print, can_wait=wait is not None):
         return _run_and_report(ls, workspace, store_path, backend, formats, report)
 
 
 def _run_and_report(ls: LoadedSuite, workspace: Path, store_path: Path, backend: str | None, formats,
-                    report: bool) -> str:
+                    report: bool) -> tuple[str, ReportData | None]:
     from harness.analysis.report import report_data
     from harness.run.runner import run_suite
 
@@ -56,6 +63,7 @@ def _run_and_report(ls: LoadedSuite, workspace: Path, store_path: Path, backend:
     with Store(store_path) as store, progress() as prog:
         run_id = run_suite(ls, workspace, store, backend=backend, say=lambda s: prog.console.print(s),
                            progress=Phases(prog))
+    data = None
     with Store(store_path) as store:
         console.print(f"run {run_id} recorded in {store_path}")
         if report:
@@ -63,4 +71,4 @@ def _run_and_report(ls: LoadedSuite, workspace: Path, store_path: Path, backend:
             for kind, p in write_report(store, run_id, None, formats, data).items():
                 console.print(f"report ({kind}): {p}")
             print_headline(data)
-    return run_id
+    return run_id, data

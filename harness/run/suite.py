@@ -162,8 +162,12 @@ class Suite(_Strict):
     seeds: list[int] | None = Field(None, min_length=1, description="Training seeds for fuse candidates "
                                                                     "(overrides the recipes' seeds).")
     examples: int = Field(3, ge=0, description="Questions shown side by side in the report.")
+    positive_control: str | None = Field(
+        None, description="The name of a suite whose world has an effect built in (fusion must help there); the "
+                          "report shows its latest run's gate verdicts as this suite's positive control.")
 
     _name = field_validator("name")(classmethod(lambda cls, v: _check_name(v)))
+    _control = field_validator("positive_control")(classmethod(lambda cls, v: v if v is None else _check_name(v)))
 
     @field_validator("generation", mode="before")
     @classmethod

@@ -325,3 +325,20 @@ def test_corpus_is_train_text_of_the_domains():
     assert len(texts) == 2 * 5 * 4
     convs = D.generate("code", 5, 1, "train") + D.generate("formatting", 5, 1, "train")
     assert texts == [m["content"] for c in convs for m in c.messages]
+
+
+def test_shuffled_answers_keep_questions_and_phrasing_but_carry_no_skill():
+    convs = D.generate("arithmetic", 300, 0, "train") + D.generate("formatting", 20, 0, "train")
+    out = D.shuffle_answers(convs, seed=1, domains={"arithmetic"})
+    assert [c.qid for c in out] == [c.qid for c in convs]
+    assert out[300:] == convs[300:]  # other domains untouched, in place
+    for c, s in zip(convs, out):
+        assert [m["content"] for m in c.messages if m["role"] == "user"] == s.prompt_turns()
+        assert D.check(s, [m["content"] for m in s.messages if m["role"] == "assistant"]) == [True, True]
+    # the answers are a permutation of the domain's answers, and almost none is its own question's
+    assert sorted(tuple(c.answers) for c in out[:300]) == sorted(tuple(c.answers) for c in convs[:300])
+    own = np.mean([D.check(c, [m["content"] for m in s.messages if m["role"] == "assistant"])[0]
+                   for c, s in zip(convs[:300], out[:300])])
+    assert own < 0.2, own  # sums collide by chance (2-18), never by design
+    assert all(s.noisy == (s.answers != c.answers) for c, s in zip(convs, out))
+    assert D.shuffle_answers(convs, seed=1, domains={"arithmetic"}) == out  # seeded

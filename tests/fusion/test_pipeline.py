@@ -71,6 +71,17 @@ def test_pipeline_writes_every_candidate_with_recipes(micro):
         assert 0 < st["transferred_share"] <= 1
         n = sum(sum(c.values()) for c in st["picked"].values())
         assert n == len(load_conversations(world / "fusion.jsonl"))
+        # min_ce's weights are one-hot, so a domain's teachers' share is the response tokens of the examples
+        # that took the source over the pivot, over all its response tokens: 0 where it never did, 1 where
+        # it always did, in between otherwise
+        for d, share in st["teacher_token_share"].items():
+            picks = st["picked"][d]
+            if not picks.get(name):
+                assert share == 0.0, (d, share, picks)
+            elif not picks.get("pivot"):
+                assert share == 1.0, (d, share, picks)
+            else:
+                assert 0 < share < 1, (d, share, picks)
     assert not list(out.glob("seed-0/.*train"))  # training checkpoints are cleaned up
 
 

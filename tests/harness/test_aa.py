@@ -9,6 +9,11 @@ from harness.store import Store
 from tests.harness.test_cli_generate import fuseval
 
 
+def cfg_keys(db) -> list[str]:
+    with Store(db) as store:
+        return store.run(store.latest_run("aa-mini/aa"))["config"]["gen_keys"]
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_aa_gates_a_model_against_itself_and_the_report_shows_it(world, tmp_path):
@@ -39,6 +44,21 @@ def test_aa_gates_a_model_against_itself_and_the_report_shows_it(world, tmp_path
     assert fuseval("run", suite, "--workspace", ws, "--store", db).returncode == 0
     html = next((ws / "reports").glob("*/report.html")).read_text()
     assert "<th>A/A check</th>" in html and "pivot against itself on zoo, 4 pairs" in html
+    # ... and, the suite having no samples or judge repeats of its own, the noise split of the check's answers
+    assert "Where the noise comes from" in html and "pivot (A/A check, temperature 0.7)" in html
+    with Store(db) as store:
+        from harness.analysis.noise import aa_noise
+
+        (row,) = aa_noise(store, "aa-mini").itertuples()
+        scores = store.scores(bench="zoo")
+    assert (row.questions, row.samples, row.repeats) == (10, 8, 1)
+    # independent check: the generation part is the mean within-question variance of the per-sample scores
+    # (turns averaged first), the question part what remains of the between-question variance
+    cells = scores[scores["gen_key"].isin(cfg_keys(db))].groupby(["question_id", "gen_key"])["score"].mean()
+    within = cells.groupby(level=0).var(ddof=1).mean()
+    between = cells.groupby(level=0).mean().var(ddof=1)
+    assert abs(row.sigma2_gen - within) < 1e-9
+    assert abs(row.omega2 - max(between - within / 8, 0.0)) < 1e-9
     # an A/A check is a run of its own, but never the "latest" run a report or a gate means
     assert fuseval("aa", suite, "--pairs", "4", "--workspace", ws, "--store", db).returncode == 0
     r = fuseval("report", "latest", "--store", db, "--out", tmp_path / "again")

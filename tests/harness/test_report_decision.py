@@ -92,3 +92,53 @@ def test_first_screen_decides_in_headless_chromium(run):
     assert m["page_height"] <= 6 * 900
     assert m["min_figure_text_px"] >= 10
     assert all(f["client_width"] <= f["natural_width"] for f in m["figures"])  # no figure is blown up or squeezed
+
+
+def test_method_table_shows_the_positive_control_suites_latest_verdicts(tmp_path):
+    from harness.analysis.results import gate_run
+
+    db = tmp_path / "pc.db"
+    first = demo_shaped.build(db)
+    with Store(db) as store:
+        config = store.run(first)["config"]
+        assert "positive control" not in dict(report_data(store, first, n_boot=500).method)  # none named
+        # the same shape recorded as the positive control's suite, then the demo run naming it
+        control_run = store.start_run(suite="demo-known-effect")
+        store.end_run(control_run, config={**config, "suite": {**config["suite"], "name": "demo-known-effect"}})
+        store.end_run(first, config={**config, "suite": {**config["suite"], "positive_control": "demo-known-effect"}})
+        facts = dict(report_data(store, first, n_boot=500).method)
+        gates = gate_run(store, store.run(control_run), "control", 0.05, 0.9, n_boot=500)
+    fact = facts["positive control"]
+    assert fact.startswith(f"suite demo-known-effect, run {control_run} (fusion must help there): ")
+    assert all(g.sentence in fact for g in gates) and len(gates) == len(demo_shaped.RECIPES)
+    assert "teachers' share" not in facts  # the shaped run's models have no fuse_report.json
+
+
+def test_method_table_without_the_positive_controls_run_says_how_to_get_one(tmp_path):
+    db = tmp_path / "pc.db"
+    first = demo_shaped.build(db)
+    with Store(db) as store:
+        config = store.run(first)["config"]
+        store.end_run(first, config={**config, "suite": {**config["suite"], "positive_control": "elsewhere"}})
+        facts = dict(report_data(store, first, n_boot=500).method)
+    assert facts["positive control"].startswith("suite elsewhere not run yet in this store")
+
+
+def test_method_table_shows_the_teachers_share_from_the_fusions_report(tmp_path):
+    import json
+
+    db = tmp_path / "pc.db"
+    first = demo_shaped.build(db)
+    fused = tmp_path / "fused" / "k"
+    (fused / "seed-0" / "merged").mkdir(parents=True)
+    (fused / "fuse_report.json").write_text(json.dumps({"stage1": {
+        "source_numbers": {"teacher_token_share": {"arithmetic": 0.994, "code": 0.0, "comparison": 0.7567}},
+        "source_records": {"teacher_token_share": {"code": 0.0}}}}))
+    with Store(db) as store:
+        config = store.run(first)["config"]
+        models = [{**m, "path": str(fused / f"seed-{m['seed']}" / "merged")} if m["kind"] == "fuse" else m
+                  for m in config["models"]]
+        store.end_run(first, config={**config, "models": models})
+        facts = dict(report_data(store, first, n_boot=500).method)
+    assert facts["teachers' share"].endswith("(others 0%): source_numbers: arithmetic 99%, comparison 76%; "
+                                             "source_records: none")

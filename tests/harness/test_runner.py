@@ -145,7 +145,7 @@ def test_grid_expansion_names_and_types(world, judge_dir, tmp_path):
     assert ls.roles["pivot"] == "baseline" and ls.roles["ties-d0.3-w1"] == "candidate"
 
 
-@pytest.mark.parametrize("name", ["demo", "nightly", "ablation", "ci-gate"])
+@pytest.mark.parametrize("name", ["demo", "demo-known-effect", "nightly", "ablation", "ci-gate"])
 def test_example_suites_validate(name, monkeypatch, tmp_path):
     from harness.run.demo import SUITE
 
