@@ -200,7 +200,13 @@ def _extract_vllm(model_dir: Path, tok, encoded: list[tuple], k: int, **_):
 
     llm = LLM(model=str(model_dir), max_logprobs=max(k, 20), enforce_eager=True, dtype="float32")
     params = SamplingParams(max_tokens=1, prompt_logprobs=k, temperature=0.0)
-    outs = llm.generate([TokensPrompt(prompt_token_ids=e[0].tolist()) for e in encoded], params, use_tqdm=False)
+    try:
+        outs = llm.generate([TokensPrompt(prompt_token_ids=e[0].tolist()) for e in encoded], params, use_tqdm=False)
+    finally:  # stop the engine now: a fusion extracts one teacher after another in this process
+        engine_core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if engine_core is not None and hasattr(engine_core, "shutdown"):
+            engine_core.shutdown()
+        del llm
     for (ids, per_turn), out in zip(encoded, outs):
         resp = np.concatenate(per_turn)
         resp = resp[resp >= 1]
