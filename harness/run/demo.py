@@ -10,6 +10,8 @@
    every model served in turn (transformers in process by default), answering the zoo domains
    (programmatic judges) and a few MT-Bench-style questions (the LLM-judge path, with the tiny
    pivot as judge: a pipeline check, labelled so in the report);
+   Before it, the A/A check (`fuseval aa`): the demo world's pivot against itself, 20 pairs of answer
+   sets at temperature 0.7 (false alarm rates; the noise split by source);
 3. writes each suite's HTML and Markdown report (the demo's shows the positive control's verdict) and
    ends with both worlds' verdicts of fused against the control.
 
@@ -62,6 +64,7 @@ def run_demo(workspace: Path, console: Console, backend: str | None = None, seed
     workspace = Path(workspace)
     console.print(Text.assemble(("fuseval demo", "bold"), f" in {workspace}: the tiny world, fused and merged, "
                                 "benchmarked with intervals (CPU, no downloads)"))
+    store = store or workspace / "fuseval.db"
     closing: list[str] = []
     run_id = ""
     chosen = [w for w in SUITES if w in worlds]
@@ -77,9 +80,8 @@ def run_demo(workspace: Path, console: Console, backend: str | None = None, seed
         if backend:
             data["backend"] = {**data.get("backend", {}), "kind": backend}
         if name == "default" and aa_pairs:
-            run_aa_check(SUITES[name], data, workspace, store or workspace / "fuseval.db", aa_pairs, backend)
-        run_id, report = run_with_report(SUITES[name], workspace, store or workspace / "fuseval.db", backend,
-                                         formats, data=data)
+            run_aa_check(SUITES[name], data, workspace, store, aa_pairs, backend)
+        run_id, report = run_with_report(SUITES[name], workspace, store, backend, formats, data=data)
         closing += verdict_lines(name, report, [c["name"] for c in data.get("candidates", [])])
     if len(chosen) > 1 and closing:
         console.print(Text("Both worlds, against gold-label training (the control):", style="bold"))
