@@ -13,9 +13,10 @@ Checks:
    strict xfail: it does not hold today. The measured defects (issue 21): the merge of two targets
    that learned different skills keeps neither (VaRM, linear, TIES and task arithmetic alike bring
    target-source_records' code from 0.99 back to 0.07-0.14; its own delta from the pivot scaled by 0.5
-   answers 0.03 of the code questions, by 0.75 0.38: the skill is not linear in the delta); extraction's answers tokenize differently
-   (pivot 'ĠBern', source 'ĠB' 'er' 'n'), so no answer token is transferred; at λ = 0.5 the shuffled
-   labels cancel the teacher (target-source_numbers' arithmetic 0.06; 0.50 at λ = 0.1).
+   answers 0.03 of the code questions, by 0.75 0.38: the skill is not linear in the delta);
+   extraction's answers tokenize differently (pivot 'ĠBern', source 'ĠB' 'er' 'n'), so no answer
+   token is transferred; at λ = 0.5 the shuffled labels cancel the teacher (target-source_numbers'
+   arithmetic 0.06; 0.50 at λ = 0.1).
    When fusion gets this right the xfail turns into a failure, and the marker comes off.
 
 The world and the fused run are cached under $FUSEVAL_WORKSPACE (default: runs/) like the demo's.
