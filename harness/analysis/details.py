@@ -155,7 +155,7 @@ def positive_control_fact(store: Store, suite: str, n_boot: int) -> str:
     gate = run["config"]["suite"].get("gate")
     if not gate:
         return f"suite {suite}, run {run_id}: no gate in that suite, so no verdict"
-    gates = gate_run(store, run, gate["baseline"], gate["margin"], gate.get("level", 0.90), gate.get("bench"),
+    gates = gate_run(store, run, gate["baseline"], gate["margin"], gate["level"], gate.get("bench"),
                      gate.get("judge"), n_boot)
     return f"suite {suite}, run {run_id} (fusion must help there): " + " ".join(g.sentence for g in gates)
 

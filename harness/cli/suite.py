@@ -175,18 +175,7 @@ def aa(
     Prints how often the gate raised a false "improved" or "regressed" (each expected at 5% or less),
     with 95% intervals, and records the result in the store, where the suite's report shows it.
     """
-    from harness.run.aa import run_aa
+    from harness.run.session import aa_check
     from harness.run.suite import load_suite
-    from harness.store import Store, exclusive
-    from harness.ui import progress, quiet_libraries
 
-    ls = load_suite(suite)
-    quiet_libraries()
-    with exclusive(store_path, "aa"), Store(store_path) as store, progress() as prog:
-        r = run_aa(ls, workspace, store, model, pairs, temperature, backend, say=lambda s: prog.console.print(s))
-    results.print(f"A/A: {r['model']} against itself on {r['bench']} ({r['pairs']} pairs, temperature "
-                  f"{r['temperature']:g}, margin ±{r['margin']:g}, {r['level']:.0%} intervals):", highlight=False)
-    for o in ("improved", "regressed"):
-        f = r[f"false_{o}"]
-        results.print(f"  false {o}: {f['hits']}/{r['pairs']} = {f['rate']:.0%} (95% interval "
-                      f"{f['interval'][0]:.0%} to {f['interval'][1]:.0%}); expected 5% or less", highlight=False)
+    aa_check(load_suite(suite), workspace, store_path, model, pairs, temperature, backend)

@@ -57,7 +57,8 @@ def run_demo(workspace: Path, console: Console, backend: str | None = None, seed
     """Build each world, run its suite, write the reports, end with both verdicts; returns the last run's id."""
     from fusion import zoo
     from fusion.common.configfile import read_yaml
-    from harness.run.session import run_with_report
+    from harness.run.session import aa_check, run_with_report
+    from harness.run.suite import load_suite
     from harness.ui import quiet_libraries
 
     quiet_libraries()
@@ -80,7 +81,7 @@ def run_demo(workspace: Path, console: Console, backend: str | None = None, seed
         if backend:
             data["backend"] = {**data.get("backend", {}), "kind": backend}
         if name == "default" and aa_pairs:
-            run_aa_check(SUITES[name], data, workspace, store, aa_pairs, backend)
+            aa_check(load_suite(SUITES[name], data), workspace, store, pairs=aa_pairs, backend=backend)
         run_id, report = run_with_report(SUITES[name], workspace, store, backend, formats, data=data)
         closing += verdict_lines(name, report, [c["name"] for c in data.get("candidates", [])])
     if len(chosen) > 1 and closing:
@@ -88,21 +89,6 @@ def run_demo(workspace: Path, console: Console, backend: str | None = None, seed
         for line in closing:
             console.print(line, markup=False, highlight=False)
     return run_id
-
-
-def run_aa_check(suite: Path, data: dict, workspace: Path, store_path: Path, pairs: int, backend: str | None) -> None:
-    """The A/A check on the suite's gate bench (its pivot against itself), so the report shows the false alarm
-    rates and, from the sampled answers, where the noise comes from."""
-    from harness.run.aa import run_aa
-    from harness.run.suite import load_suite
-    from harness.store import Store, exclusive
-    from harness.ui import console, progress
-
-    with exclusive(store_path, "aa"), Store(store_path) as store, progress() as prog:
-        r = run_aa(load_suite(suite, data), workspace, store, None, pairs, 0.7, backend,
-                   say=lambda s: prog.console.print(s))
-    console.print(f"A/A check: {r['model']} against itself, false improved {r['false_improved']['hits']}/{pairs}, "
-                  f"false regressed {r['false_regressed']['hits']}/{pairs}")
 
 
 WORLD_NOTES = {

@@ -72,3 +72,21 @@ def _run_and_report(ls: LoadedSuite, workspace: Path, store_path: Path, backend:
                 console.print(f"report ({kind}): {p}")
             print_headline(data)
     return run_id, data
+
+
+def aa_check(ls: LoadedSuite, workspace: Path, store_path: Path, model: str | None = None, pairs: int = 20,
+             temperature: float = 0.7, backend: str | None = None) -> dict:
+    """The A/A check as `fuseval aa` and the demo run it: under the store's lock, with a progress bar; the rates
+    printed with their intervals. Returns the recorded result."""
+    from harness.run.aa import run_aa
+
+    quiet_libraries()
+    with exclusive(store_path, "aa"), Store(store_path) as store, progress() as prog:
+        r = run_aa(ls, workspace, store, model, pairs, temperature, backend, say=lambda s: prog.console.print(s))
+    results.print(f"A/A: {r['model']} against itself on {r['bench']} ({r['pairs']} pairs, temperature "
+                  f"{r['temperature']:g}, margin ±{r['margin']:g}, {r['level']:.0%} intervals):", highlight=False)
+    for o in ("improved", "regressed"):
+        f = r[f"false_{o}"]
+        results.print(f"  false {o}: {f['hits']}/{r['pairs']} = {f['rate']:.0%} (95% interval "
+                      f"{f['interval'][0]:.0%} to {f['interval'][1]:.0%}); expected 5% or less", highlight=False)
+    return r

@@ -9,11 +9,6 @@ from harness.store import Store
 from tests.harness.test_cli_generate import fuseval
 
 
-def cfg_keys(db) -> list[str]:
-    with Store(db) as store:
-        return store.run(store.latest_run("aa-mini/aa"))["config"]["gen_keys"]
-
-
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_aa_gates_a_model_against_itself_and_the_report_shows_it(world, tmp_path):
@@ -50,11 +45,12 @@ def test_aa_gates_a_model_against_itself_and_the_report_shows_it(world, tmp_path
         from harness.analysis.noise import aa_noise
 
         (row,) = aa_noise(store, "aa-mini").itertuples()
+        keys = store.run(store.latest_run("aa-mini/aa"))["config"]["gen_keys"]
         scores = store.scores(bench="zoo")
     assert (row.questions, row.samples, row.repeats) == (10, 8, 1)
     # independent check: the generation part is the mean within-question variance of the per-sample scores
     # (turns averaged first), the question part what remains of the between-question variance
-    cells = scores[scores["gen_key"].isin(cfg_keys(db))].groupby(["question_id", "gen_key"])["score"].mean()
+    cells = scores[scores["gen_key"].isin(keys)].groupby(["question_id", "gen_key"])["score"].mean()
     within = cells.groupby(level=0).var(ddof=1).mean()
     between = cells.groupby(level=0).mean().var(ddof=1)
     assert abs(row.sigma2_gen - within) < 1e-9
