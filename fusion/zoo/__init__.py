@@ -20,6 +20,7 @@ from fusion.zoo.world import (
     build_world,
     known_effect_spec,
     model_config,
+    real_teacher_spec,
     score,
     train_specialist,
     world_tokenizer,
@@ -27,5 +28,5 @@ from fusion.zoo.world import (
 )
 
 __all__ = ["CHAT_TEMPLATE", "SIZES", "WORLDS", "WORLD_FUSE_RECIPE", "WORLD_TEMPLATE", "ModelSpec", "WorldSpec",
-           "build_world", "known_effect_spec", "merge_set", "model_config", "score", "train_bpe_tokenizer",
-           "train_sp_tokenizer", "train_specialist", "world_tokenizer", "write_fuse_recipe"]
+           "build_world", "known_effect_spec", "merge_set", "model_config", "real_teacher_spec", "score",
+           "train_bpe_tokenizer", "train_sp_tokenizer", "train_specialist", "world_tokenizer", "write_fuse_recipe"]

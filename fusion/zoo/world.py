@@ -38,7 +38,9 @@ class ModelSpec(BaseModel):
 
     name: str
     arch: Literal["llama", "qwen3", "gpt_neox"]
-    tokenizer: Literal["bpe", "sp"]
+    tokenizer: Literal["bpe", "sp", "llama-spm"] = Field(
+        description="bpe or sp: trained on the world's texts; llama-spm: llama.cpp's real Llama-2 vocabulary "
+                    "(32,000 tokens, fusion.assets), with a Llama-2 chat template")
     vocab_size: int = 600
     hidden: int = 128
     layers: int = 2
@@ -78,11 +80,15 @@ class WorldSpec(BaseModel):
         "noisy", description="noisy: fusion_noise of the sources' domains' answers are plausible wrong ones; "
                              "shuffled: every answer there is another question's (zoo.domains.shuffle_answers)")
     test_per_domain: int = 60
+    real_sources: dict[Literal["smollm2"], list[str]] = Field(
+        default_factory=dict, description="Real chat models from the registry assets as further sources (not "
+                                          "trained here), each with the domains the fusion data gives it")
 
     def key(self) -> str:
         d = self.model_dump()
-        if d["fusion_answers"] == "noisy":  # the field came later: worlds without it keep their keys
-            del d["fusion_answers"]
+        for late, default in (("fusion_answers", "noisy"), ("real_sources", {})):
+            if d[late] == default:  # fields that came later: worlds without them keep their keys
+                del d[late]
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -100,7 +106,21 @@ def known_effect_spec() -> WorldSpec:
                                    "fusion_noise": 0.0, "fusion_answers": "shuffled"})
 
 
-WORLDS = {"default": WorldSpec, "known-effect": known_effect_spec}
+def real_teacher_spec() -> WorldSpec:
+    """A real teacher: SmolLM2-135M-Instruct (49,152 tokens, ChatML) fused into a pivot of another real
+    vocabulary (llama.cpp's Llama-2 one, 32,000 tokens), both from the registry assets.
+
+    The pivot knows formatting only; the fusion data's arithmetic and code answers are shuffled, as in the
+    known-effect world, so only the teacher's distributions can carry those skills. SmolLM2 answers none of
+    the zoo's questions in the exact form the checks want, but teacher-forced along the answer's phrasing
+    its next-token distribution often ranks the right digit first: whether that transfers is the question.
+    """
+    pivot = ModelSpec(name="pivot", arch="llama", tokenizer="llama-spm", domains=["formatting"])
+    return WorldSpec(pivot=pivot, sources=[], real_sources={"smollm2": ["arithmetic", "code"]}, fusion_noise=0.0,
+                     fusion_answers="shuffled", fusion_per_domain=400)
+
+
+WORLDS = {"default": WorldSpec, "known-effect": known_effect_spec, "real-teacher": real_teacher_spec}
 
 
 def model_config(spec: ModelSpec, tok) -> dict:
@@ -125,7 +145,20 @@ def model_config(spec: ModelSpec, tok) -> dict:
     return d
 
 
+# Llama-2's chat format; the bos token is part of the rendered text (chat encodings add no special tokens).
+LLAMA2_TEMPLATE = "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }} " \
+                  "[/INST]{% else %} {{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}"
+
+
 def world_tokenizer(spec: ModelSpec, texts: list[str], out_dir: Path | None = None):
+    if spec.tokenizer == "llama-spm":
+        from fusion.assets import tokenizer_dir
+
+        tok = load_tokenizer(tokenizer_dir("llama-spm"))
+        tok.chat_template, tok.pad_token = LLAMA2_TEMPLATE, tok.unk_token
+        if out_dir is not None:
+            tok.save_pretrained(out_dir)
+        return tok
     trainer = train_bpe_tokenizer if spec.tokenizer == "bpe" else train_sp_tokenizer
     return trainer(texts, spec.vocab_size, out_dir, chat_template=WORLD_TEMPLATE)
 
@@ -151,6 +184,15 @@ def train_specialist(spec: ModelSpec, tok, seed: int, train_per_domain: int, out
     return summary
 
 
+def real_source(name: str, out_dir: Path) -> None:
+    """A registry-asset chat model as a world source, imported from its GGUF in float32 (exact dequantization)."""
+    from fusion.assets import smollm2_gguf
+    from fusion.gguf import import_gguf
+
+    assert name == "smollm2", name  # the only one WorldSpec.real_sources admits
+    import_gguf(smollm2_gguf(), out_dir, dtype="float32", force=True)
+
+
 def build_world(root: str | Path, spec: WorldSpec | None = None, progress: bool = False) -> Path:
     """Build (or reuse) the world under root/world-KEY: tokenizers, pivot, sources, fusion and test data.
 
@@ -162,7 +204,8 @@ def build_world(root: str | Path, spec: WorldSpec | None = None, progress: bool 
     if (out / "world.json").exists():
         write_fuse_recipe(out, spec)
         return out
-    all_domains = sorted({d for m in [spec.pivot, *spec.sources] for d in m.domains + m.light_domains})
+    all_domains = sorted({d for m in [spec.pivot, *spec.sources] for d in m.domains + m.light_domains}
+                         | {d for v in spec.real_sources.values() for d in v})
     texts = D.corpus(all_domains, 400, seed=spec.seed)
     with atomic_output_dir(out, force=True) as tmp:
         summaries = {}
@@ -170,7 +213,10 @@ def build_world(root: str | Path, spec: WorldSpec | None = None, progress: bool 
             tok = world_tokenizer(m, texts)
             summaries[m.name] = train_specialist(m, tok, spec.seed + i, spec.train_per_domain, tmp / m.name, progress)
             summaries[m.name].pop("losses")
-        source_domains = {d for s in spec.sources for d in s.domains}
+        for name in spec.real_sources:
+            real_source(name, tmp / name)
+        source_domains = {d for s in spec.sources for d in s.domains} | {d for v in spec.real_sources.values()
+                                                                         for d in v}
         fusion = [c for d in all_domains for c in D.generate(
             d, spec.fusion_per_domain, spec.seed + 1000, "train",
             noise=spec.fusion_noise if d in source_domains else 0.0)]
@@ -201,7 +247,8 @@ def write_fuse_recipe(world: Path, spec: WorldSpec) -> Path:
     """world/fuse.yml: the pipeline recipe over the world's models (paths relative to the world)."""
     import yaml
 
-    recipe = {"pivot": spec.pivot.name, "sources": [s.name for s in spec.sources], "data": "fusion.jsonl",
+    recipe = {"pivot": spec.pivot.name, "sources": [s.name for s in spec.sources] + list(spec.real_sources),
+              "data": "fusion.jsonl",
               **WORLD_FUSE_RECIPE}
     path = Path(world) / "fuse.yml"
     text = ("# FuseChat recipe for the tiny world: fuseval fuse fuse.yml OUT_DIR\n"

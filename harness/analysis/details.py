@@ -160,6 +160,27 @@ def positive_control_fact(store: Store, suite: str, n_boot: int) -> str:
     return f"suite {suite}, run {run_id} (fusion must help there): " + " ".join(g.sentence for g in gates)
 
 
+def judge_reliability(store: Store, bench: str, judge: str) -> str | None:
+    """How far one LLM judge's verdicts can be trusted on a bench: re-judge spread and order flips, if measured.
+
+    Re-judge spread: over answer turns judged twice or more (judge.repeats), how often two verdicts on the
+    same answer differ and by how much on average. Order flips: over pairwise judgments (fuseval pairwise),
+    how often swapping the two answers' places changed the verdict."""
+    parts = []
+    sc = store.scores(bench=bench, judge=judge).dropna(subset=["score"])
+    grades = sc.groupby(["akey", "turn"])["score"].agg(list)
+    twice = [g[:2] for g in grades if len(g) >= 2]
+    if twice:
+        gaps = [abs(a - b) for a, b in twice]
+        parts.append(f"re-judged: {sum(g > 0 for g in gaps)} of {len(twice)} answer turns got two different "
+                     f"grades, {fmt_number(sum(gaps) / len(gaps))} apart on average")
+    flips = store.pairs(bench=bench, judge=judge)["flipped"].dropna()
+    if len(flips):
+        parts.append(f"swapping the answers' places changed {int(flips.sum())} of {len(flips)} pairwise verdicts "
+                     f"({flips.mean():.0%})")
+    return f"{judge} on {bench}: " + "; ".join(parts) if parts else None
+
+
 def method_facts(store: Store, run: dict, n_boot: int, level: float, gate: dict | None) -> list[tuple[str, str]]:
     """How these numbers were computed: clusters, resamples, levels, seeds, judges, generation, versions."""
     config = run["config"]
@@ -196,4 +217,8 @@ def method_facts(store: Store, run: dict, n_boot: int, level: float, gate: dict 
         facts.append(("positive control", positive_control_fact(store, control, n_boot)))
     if taught := teacher_share_fact(config):
         facts.append(("teachers' share", taught))
+    llm = [r for b in benches for j in b.get("judge_ids", []) if j.startswith("llm/")
+           if (r := judge_reliability(store, b["name"], j))]
+    if llm:
+        facts.append(("judge reliability", "; ".join(llm)))
     return facts

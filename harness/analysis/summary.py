@@ -85,13 +85,16 @@ def win_table(pairs: pd.DataFrame, level: float = 0.95, n_boot: int = 10_000, se
         row = {"judge": judge, "model_a": a, "model_b": b, "comparisons": len(ok),
                "missing": len(part) - len(ok), "wins_a": int((ok["winner"] == "A").sum()),
                "ties": int((ok["winner"] == "tie").sum()), "wins_b": int((ok["winner"] == "B").sum())}
+        if "flipped" in part:  # both orders judged: how often swapping the answers' places changed the verdict
+            both = part["flipped"].dropna()
+            row["order_flips"], row["order_judged"] = int(both.sum()), len(both)
         if len(ok):
             outcome = ok["winner"].map({"A": 1.0, "tie": 0.5, "B": 0.0}).to_numpy()
             row["rate"], row["low"], row["high"] = stats.win_rate(outcome, _qkey(ok), level=level, n_boot=n_boot,
                                                                   seed=seed)
         rows.append(row)
     return pd.DataFrame(rows, columns=["judge", "model_a", "model_b", "rate", "low", "high", "wins_a", "ties",
-                                       "wins_b", "comparisons", "missing"])
+                                       "wins_b", "comparisons", "missing", "order_flips", "order_judged"])
 
 
 def print_scores(console, store, bench: str, models: list[str] | None = None, baseline: str | None = None,
@@ -146,11 +149,14 @@ def print_wins(console, pairs: pd.DataFrame, level: float = 0.95, n_boot: int = 
         return
     wins = win_table(pairs, level=level, n_boot=n_boot)
     t = Table(title="pairwise: A's win rate against B (ties count half), both orders judged", title_justify="left")
-    for col in ("A", "B", "win rate of A", f"{fmt_level(level)} interval", "A / tie / B", "missing"):
+    for col in ("A", "B", "win rate of A", f"{fmt_level(level)} interval", "A / tie / B", "missing",
+                "order flips"):
         t.add_column(col, justify="left" if col in ("A", "B") else "right")
     for r in wins.itertuples():
+        flips = (f"{int(r.order_flips)} of {int(r.order_judged)} ({r.order_flips / r.order_judged:.0%})"
+                 if r.order_judged == r.order_judged and r.order_judged else "none")  # NaN-safe: frames without it
         t.add_row(r.model_a, r.model_b, fmt_number(r.rate), fmt_interval(r.low, r.high) if r.comparisons else "none",
-                  f"{r.wins_a} / {r.ties} / {r.wins_b}", str(r.missing))
+                  f"{r.wins_a} / {r.ties} / {r.wins_b}", str(r.missing), flips)
     console.print(t)
     ok = pairs[pairs["winner"].notna()]
     if len(set(ok["model_a"]) | set(ok["model_b"])) >= 3:

@@ -13,9 +13,10 @@ from harness.ui import console
 @app.command()
 def world(
     root: Path = typer.Argument(Path("runs/world"), help="Where to build (or find) the tiny world."),
-    kind: str = typer.Option("default", "--world", help="default, or known-effect: the positive control, where the "
+    kind: str = typer.Option("default", "--world", help="default; known-effect: the positive control, where the "
                                                         "fusion data's labels cannot teach the sources' skills but "
-                                                        "the sources can."),
+                                                        "the sources can; real-teacher: SmolLM2 (registry assets) "
+                                                        "as the source of a pivot with Llama-2's vocabulary."),
 ) -> None:
     """Build the embedded tiny world: a pivot and source specialists of other tokenizers and architectures."""
     from fusion.common.errors import FusevalError
@@ -23,8 +24,11 @@ def world(
 
     if kind not in WORLDS:
         raise FusevalError(f"--world {kind!r}: choose one of {', '.join(WORLDS)}")
+    from harness.formats.zoo import write_world_bench
+
     path = build_world(root, WORLDS[kind](), progress=True)
     console.print(f"world: {path}")
+    console.print(f"its test set as a bench (questions: $FUSEVAL_WORLD/bench in a suite): {write_world_bench(path)}")
 
 
 @app.command()

@@ -9,6 +9,7 @@ domain's fixed phrasing and compares it, so a right answer in the wrong words st
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from fusion.common.errors import FusevalError
 from fusion.zoo import domains
@@ -42,18 +43,38 @@ def domain_checks(domain: str, cores: list[str]) -> list[Check]:
     return out
 
 
+def conversation_questions(convs) -> list[Question]:
+    """Zoo conversations (a world's test.jsonl, `fusion.conversations`) as a question set with checks.
+
+    Ids are 1000 * (domain number) + k as in `zoo_questions`; k counts within the domain."""
+    order = {name: d for d, name in enumerate(sorted(domains.DOMAINS), 1)}
+    seen: dict[str, int] = {}
+    out = []
+    for conv in convs:
+        seen[conv.domain] = k = seen.get(conv.domain, 0) + 1
+        refs = [m["content"] for m in conv.messages if m["role"] == "assistant"]
+        out.append(Question(question_id=1000 * order[conv.domain] + k, category=conv.domain,
+                            turns=conv.prompt_turns(), reference=refs, checks=domain_checks(conv.domain, conv.answers)))
+    return out
+
+
+def write_world_bench(world) -> Path:
+    """world/bench/question.jsonl: the world's own test set (all its domains) as a bench a suite can name."""
+    from fusion.conversations import load_conversations
+
+    path = Path(world) / "bench" / "question.jsonl"
+    if not path.exists():
+        write_questions(path, conversation_questions(load_conversations(Path(world) / "test.jsonl")))
+    return path.parent
+
+
 def zoo_questions(per_domain: int = 20, seed: int = 0) -> list[Question]:
     """The tiny zoo's verifiable domains as a question set: test-split questions, exact references.
 
     Ids are 1000 * (domain number) + k, so each domain has its own block.
     """
-    out = []
-    for d, name in enumerate(sorted(domains.DOMAINS), 1):
-        for k, conv in enumerate(domains.generate(name, per_domain, seed, "test", unique=True)):
-            refs = [m["content"] for m in conv.messages if m["role"] == "assistant"]
-            out.append(Question(question_id=1000 * d + k + 1, category=name, turns=conv.prompt_turns(), reference=refs,
-                                checks=domain_checks(name, conv.answers)))
-    return out
+    return conversation_questions([c for name in sorted(domains.DOMAINS)
+                                   for c in domains.generate(name, per_domain, seed, "test", unique=True)])
 
 
 if __name__ == "__main__":

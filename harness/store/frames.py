@@ -18,6 +18,13 @@ from fusion.common.errors import FusevalError
 from harness.store.schema import TABLES
 
 
+def _order_flip(detail: str | None) -> bool | None:
+    """From a pair judgment's detail: did the verdict change when the answers swapped places?"""
+    d = json.loads(detail) if detail else {}
+    g1, g2 = d.get("g1_winner"), d.get("g2_winner")
+    return None if g1 is None or g2 is None else g1 != g2
+
+
 class StoreFrames:
     """The reading side of `Store`: queries that return DataFrames (needs `self.db`)."""
 
@@ -66,15 +73,17 @@ class StoreFrames:
             bench, judge)
 
     def pairs(self, bench: str | None = None, judge: str | None = None):
-        """Pairwise judgments: one row per judged turn, model_a/model_b and winner ('A', 'B', 'tie' or None)."""
+        """Pairwise judgments: one row per judged turn, model_a/model_b and winner ('A', 'B', 'tie' or None);
+        `flipped`: whether the two orders' verdicts differed (the judge's position bias), None if either is missing."""
         df = self._judgment_frame(
             "SELECT ma.name AS model_a, mb.name AS model_b, b.bench, b.question_id, q.category, j.turn, "
-            "aa.sample, j.repeat, j.judge, j.prompt_version, j.winner, j.jkey FROM judgments j "
+            "aa.sample, j.repeat, j.judge, j.prompt_version, j.winner, j.jkey, j.detail FROM judgments j "
             "JOIN answers aa ON j.akey=aa.akey JOIN answers ab ON j.akey_b=ab.akey "
             "JOIN models ma ON aa.model_hash=ma.hash JOIN models mb ON ab.model_hash=mb.hash "
             "JOIN questions q ON aa.qkey=q.qkey JOIN bench_questions b ON b.qkey=aa.qkey WHERE j.kind='pair'",
             bench, judge)
         df["winner"] = df["winner"].astype(object).where(df["winner"].notna(), None)  # missing stays None
+        df["flipped"] = [_order_flip(d) for d in df.pop("detail")]
         return df
 
     def to_parquet(self, out_dir: str | os.PathLike) -> list[Path]:

@@ -25,9 +25,14 @@ from tests.reference import log_softmax64
 
 # --- helpers and fixtures ----------------------------------------------------------------------
 
-def response_positions(tok, messages) -> tuple[np.ndarray, list[np.ndarray]]:
+WORLD_MARKERS = ("<|assistant|>", "<|end|>")  # the tiny world's chat template
+CHATML_MARKERS = ("<|im_start|>assistant\n", "<|im_end|>")  # SmolLM2's
+
+
+def response_positions(tok, messages, markers=WORLD_MARKERS) -> tuple[np.ndarray, list[np.ndarray]]:
     """Token ids of the rendered chat and, per assistant turn, the indices of the tokens that start inside
-    `content + "<|end|>"`, located by plain string search (independent of fusion.chat)."""
+    `content + close`, found after `open` by plain string search (independent of fusion.chat)."""
+    opener, close = markers
     full = tok.apply_chat_template(messages, tokenize=False)
     enc = tok(full, add_special_tokens=False, return_offsets_mapping=True)
     starts = np.array([s for s, _ in enc["offset_mapping"]])
@@ -35,17 +40,17 @@ def response_positions(tok, messages) -> tuple[np.ndarray, list[np.ndarray]]:
     for m in messages:
         if m["role"] != "assistant":
             continue
-        piece = "<|assistant|>" + m["content"] + "<|end|>"
+        piece = opener + m["content"] + close
         at = full.index(piece, at)
-        lo, hi = at + len("<|assistant|>"), at + len(piece)
+        lo, hi = at + len(opener), at + len(piece)
         per_turn.append(np.flatnonzero((starts >= lo) & (starts < hi)))
         at = hi
     return np.array(enc["input_ids"]), per_turn
 
 
-def dense_reference(model, tok, messages, k: int, max_len: int | None = None):
+def dense_reference(model, tok, messages, k: int, max_len: int | None = None, markers=WORLD_MARKERS):
     """(ids [R, K], logprobs [R, K], gold [R], ce, turns) from one unpadded float64 log-softmax."""
-    ids, per_turn = response_positions(tok, messages)
+    ids, per_turn = response_positions(tok, messages, markers)
     if max_len is not None:
         ids = ids[:max_len]
         per_turn = [t[t < max_len] for t in per_turn]

@@ -13,7 +13,9 @@ Checks:
    strict xfail: it does not hold today. The measured defects (issue 21): the merge of two targets
    that learned different skills keeps neither (VaRM, linear, TIES and task arithmetic alike bring
    target-source_records' code from 0.99 back to 0.07-0.14; its own delta from the pivot scaled by 0.5
-   answers 0.03 of the code questions, by 0.75 0.38: the skill is not linear in the delta);
+   answers 0.03 of the code questions, by 0.75 0.38: the skill is not linear in the delta, which is
+   70-75% of the pivot's weight norm, a retraining rather than a light fine-tune; SCE, TIES at density
+   0.2 or 1.0 and DARE-TIES fail alike, and at lr 3e-4 or 1e-4 the targets learn no skill to keep);
    extraction's answers tokenize differently (pivot 'ĠBern', source 'ĠB' 'er' 'n'), so no answer
    token is transferred; at λ = 0.5 the shuffled labels cancel the teacher (target-source_numbers'
    arithmetic 0.06; 0.50 at λ = 0.1).

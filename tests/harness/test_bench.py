@@ -122,6 +122,23 @@ def test_zoo_set_is_the_test_split_and_its_references_check():
             assert domains.check(conv, q.reference) == [True, True]  # the references are right answers
 
 
+def test_a_worlds_test_set_becomes_a_bench_whose_checks_pass_its_references(tmp_path):
+    from fusion.conversations import save_conversations
+    from harness.formats.zoo import write_world_bench
+    from harness.judges.programmatic import judge_turns
+
+    convs = [c for name in ("code", "formatting") for c in domains.generate(name, 4, 3, "test", unique=True)]
+    save_conversations(convs, tmp_path / "test.jsonl")
+    bench = write_world_bench(tmp_path)
+    qs = load_questions(resolve_bench(str(bench)))
+    numbers = {name: d for d, name in enumerate(sorted(domains.DOMAINS), 1)}
+    assert [q.question_id for q in qs] == [1000 * numbers[c.domain] + k % 4 + 1 for k, c in enumerate(convs)]
+    assert [q.turns for q in qs] == [c.prompt_turns() for c in convs]
+    for q in qs:
+        assert [r.passed for r in judge_turns(q.checks, q.reference)] == [True, True]
+        assert [r.passed for r in judge_turns(q.checks, ["no idea", "none"])] == [False, False]
+
+
 def test_take_spread_samples_every_category_in_file_order():
     from harness.formats.questions import Question, take_spread
 

@@ -155,6 +155,23 @@ def test_pairwise_through_the_store_is_one_judgment_whichever_order_is_asked(tmp
     assert winner == "a"  # the answer saying 4 wins, whatever order the rows are stored in
 
 
+def test_a_judge_that_always_picks_the_first_answer_flips_with_the_order_and_the_table_counts_it(tmp_path):
+    from harness.analysis.summary import win_table
+
+    store, (a, b_) = _store_with_answers(tmp_path, ("a", "b"))
+    judge_pairs_into_store(store, LLMJudge(Scripted(lambda m, p: "[[A]]"), "first"), a, b_, "set", [Q], gen_key="g")
+    fair = Scripted(lambda m, p: "[[A]]" if m[-1]["content"].index("It is 4") < m[-1]["content"].index("It is 5")
+                    else "[[B]]")
+    judge_pairs_into_store(store, LLMJudge(fair, "fair"), a, b_, "set", [Q], gen_key="g")
+    df = store.pairs(bench="set")
+    df["judge"] = df["judge"].str.split("/").str[1]  # llm/NAME/prompt/...: the name
+    assert df.groupby("judge")["flipped"].agg(list).to_dict() == {"first": [True, True], "fair": [False, False]}
+    assert (df[df.judge == "first"]["winner"] == "tie").all()  # a flip is a tie, never a win
+    rows = win_table(df, n_boot=200).set_index("judge")
+    assert rows.loc["first", ["order_flips", "order_judged"]].tolist() == [2, 2]
+    assert rows.loc["fair", ["order_flips", "order_judged"]].tolist() == [0, 2]
+
+
 def test_empty_judge_output_is_missing_and_counted(tmp_path):
     store, (m,) = _store_with_answers(tmp_path)
     b = Scripted(lambda msgs, p: "")
@@ -172,3 +189,24 @@ def test_answers_to_questions_outside_the_set_are_not_judged(tmp_path):
     b = Scripted(lambda msgs, p: "[[7]]")
     rep = judge_single_into_store(store, LLMJudge(b, "j"), m, "set", [Q], gen_key="g")
     assert (rep.items, rep.judged) == (2, 2) and all("3+3" not in r.messages[-1]["content"] for r in b.requests)
+
+
+def test_judge_reliability_reports_the_re_judge_spread_and_the_order_flips(tmp_path):
+    from harness.analysis.details import judge_reliability
+
+    store, (a, b_) = _store_with_answers(tmp_path, ("a", "b"))
+    grades = iter([6, 8, 7, 7, 3, 3, 9, 5] * 4)
+    judge = LLMJudge(Scripted(lambda m, p: f"Rating: [[{next(grades)}]]"), "noisy")
+    for m in (a, b_):
+        judge_single_into_store(store, judge, m, "set", [Q], gen_key="g", repeats=2)
+    judge_pairs_into_store(store, LLMJudge(Scripted(lambda m, p: "[[A]]"), "noisy"), a, b_, "set", [Q],
+                           gen_key="g")
+    jid = store.scores(bench="set")["judge"].iloc[0]
+    # Independently: the two grades of each answer turn side by side.
+    wide = store.scores(bench="set").pivot_table(index=["akey", "turn"], columns="repeat", values="score")
+    gaps = (wide[0] - wide[1]).abs()
+    text = judge_reliability(store, "set", jid)
+    assert text.startswith(f"{jid} on set: re-judged: {int((gaps > 0).sum())} of {len(gaps)} answer turns")
+    assert f"{gaps.mean():.2f} apart" in text
+    assert "changed 2 of 2 pairwise verdicts (100%)" in text
+    assert judge_reliability(store, "other-bench", jid) is None
