@@ -10,7 +10,7 @@ VLLM_STAMP := $(VENV)/.fuseval-vllm-installed
 # does not exist"); nothing here needs them.
 CUDA_EXTRAS := torchvision torchaudio torchcodec triton
 
-.PHONY: demo test lint bench real-teacher venv venv-vllm clean
+.PHONY: demo test lint bench real-teacher real-cpu venv venv-vllm clean
 
 venv: $(STAMP)
 venv-vllm: $(VLLM_STAMP)
@@ -52,8 +52,15 @@ lint: $(STAMP)
 # Llama-2 vocabulary (benchmarks/suites/real-teacher.yml); fetches the assets once (~170 MB), then offline.
 real-teacher: $(STAMP)
 	$(VENV)/bin/fuseval world runs/world --world real-teacher
-	FUSEVAL_WORLD=$$($(PY) -c "from fusion import zoo; print(zoo.build_world('runs/world', zoo.real_teacher_spec()))") \
+	FUSEVAL_WORLD=$$($(PY) -c "from fusion import zoo; print(zoo.build_world('runs/world', zoo.real_teacher_spec()).resolve())") \
 	  $(VENV)/bin/fuseval run benchmarks/suites/real-teacher.yml
+
+# A real chat model through the harness (issue 19): SmolLM2-135M-Instruct, two domain variants trained here and
+# their merges, answered (vLLM's CPU build where installed), judged by checks and by SmolLM2, gated, reported.
+real-cpu: $(STAMP)
+	$(PY) -c "from fusion.zoo.real_variants import build_real_variants as b; print(b('runs/real'))"
+	FUSEVAL_REAL=$$($(PY) -c "from fusion.zoo.real_variants import build_real_variants as b; print(b('runs/real').resolve())") \
+	  $(VENV)/bin/fuseval run benchmarks/suites/real-cpu.yml
 
 bench: $(STAMP)
 	$(PY) benchmarks/perf/run_all.py

@@ -117,6 +117,23 @@ def _est(v: Verdict) -> str:
     return f"{fmt_estimate((v.diff, v.low, v.high), signed=True, level=v.level)}{seeds}"
 
 
+def baseline_answer(verdicts: list[Verdict], base: str | None, margin: float | None) -> str:
+    """One plain sentence for a run without fusion: did any recipe beat the baseline (the gate's, else the first)?"""
+    vb = [v for v in verdicts if v.baseline == base]
+    if not vb:
+        return f"No recipe shares judged questions with the baseline ({base}): no answer."
+    best = _best(vb)
+    if margin is None:
+        return f"Against {base}, the best recipe, {best.recipe}, is {_est(best)} (the suite sets no margin)."
+    m = fmt_number(margin)
+    improved = [v.recipe for v in vb if v.outcome == "improved"]
+    if improved:
+        return (f"Yes: {', '.join(improved)} beat{'s' if len(improved) == 1 else ''} {base} by more than the margin "
+                f"±{m}; the best, {best.recipe}, by {_est(best)}.")
+    return (f"Not shown: no recipe beats {base} by more than ±{m} with this many questions and seeds; the best, "
+            f"{best.recipe}, is {_est(best)}.")
+
+
 def recipe_answer(verdicts: list[Verdict], control: str | None, margin: float | None) -> str:
     """One plain sentence: did the teachers help beyond gold-label training (the control)?"""
     if control is None:

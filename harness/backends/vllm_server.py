@@ -127,6 +127,11 @@ class VLLMServer:
             cmd += ["--chat-template", str(o.chat_template)]
         if o.compact_json:
             cmd += ["--structured-outputs-config", json.dumps({"backend": "xgrammar", "disable_any_whitespace": True})]
+        if not _cuda() and not any("chunked-prefill" in a for a in o.extra_args):
+            # vLLM's CPU build crashes when a seeded request's prompt is prefilled in chunks: it rewinds the
+            # request's torch.Generator by an offset, which CPU generators do not have ("CPU Generator does not
+            # use offset"). Sampled judges and answers are seeded, so prompts are prefilled whole on CPU.
+            cmd.append("--no-enable-chunked-prefill")
         return cmd + list(o.extra_args)
 
     def _env(self) -> dict[str, str]:

@@ -96,11 +96,8 @@ def pending_single(store: Store, judge: Judge, model_hash: str, bench: str, ques
     return len(units) - len(store.judged(r.jkey for r, _ in units))
 
 
-def judge_pairs_into_store(store: Store, judge, model_a: str, model_b: str, bench: str, questions: list[Question],
-                           gen_key: str | None = None, repeats: int = 1, run_id: str | None = None,
-                           chunk_size: int = 32, on_done: Callable[[int], None] | None = None) -> JudgeReport:
-    """Compare the two models' answers (same question, same sample) turn by turn, in both orders."""
-    store.add_questions(bench, questions)
+def _pair_units(store: Store, judge, model_a: str, model_b: str, bench: str, questions: list[Question],
+                gen_key: str | None, repeats: int) -> list[tuple[JudgmentRow, PairItem]]:
     by_id = {q.question_id: q for q in questions}
     b_answers = {(a["question_id"], a["sample"]): a for a in store.answers(model_b, bench, gen_key)}
     units = []
@@ -115,7 +112,23 @@ def judge_pairs_into_store(store: Store, judge, model_a: str, model_b: str, benc
                 row = JudgmentRow("pair", judge.id, "", first["akey"], turn, akey_b=second["akey"], repeat=r,
                                   ref_version=judge.ref_version(q, turn))
                 units.append((row, PairItem(q, first["turns"], second["turns"], turn, r)))
+    return units
+
+
+def judge_pairs_into_store(store: Store, judge, model_a: str, model_b: str, bench: str, questions: list[Question],
+                           gen_key: str | None = None, repeats: int = 1, run_id: str | None = None,
+                           chunk_size: int = 32, on_done: Callable[[int], None] | None = None) -> JudgeReport:
+    """Compare the two models' answers (same question, same sample) turn by turn, in both orders."""
+    store.add_questions(bench, questions)
+    units = _pair_units(store, judge, model_a, model_b, bench, questions, gen_key, repeats)
     return _judge_units(store, units, judge.pair, run_id, chunk_size, on_done)
+
+
+def pending_pairs(store: Store, judge, model_a: str, model_b: str, bench: str, questions: list[Question],
+                  gen_key: str | None = None, repeats: int = 1) -> int:
+    """How many judgments `judge_pairs_into_store` would ask for (nothing is started or asked)."""
+    units = _pair_units(store, judge, model_a, model_b, bench, questions, gen_key, repeats)
+    return len(units) - len(store.judged(r.jkey for r, _ in units))
 
 
 def _judge_units(store: Store, units: list, ask: Callable, run_id: str | None, chunk_size: int,

@@ -153,7 +153,7 @@ def judge_all(ls: LoadedSuite, store: Store, built: list[Built], benches: list[B
               say: Say, progress: Progress = Progress()) -> dict[str, Any]:
     """Judge every model's answers: programmatic checks, then the LLM judge (started once)."""
     from harness.judges.programmatic import ProgrammaticJudge
-    from harness.run.evaluate import judge_single_into_store, pending_single
+    from harness.run.evaluate import judge_pairs_into_store, judge_single_into_store, pending_single
 
     gen_key = ls.suite.generation.digest()
     judges: dict[str, list[str]] = {b.name: [] for b in benches}
@@ -178,18 +178,44 @@ def judge_all(ls: LoadedSuite, store: Store, built: list[Built], benches: list[B
                                         ls.suite.judge.repeats))]
         for bench in llm_benches:
             judges[bench.name].append(judge.id)
-        if work:  # the judge is started only when it has something to grade
-            say(f"judge {judge.id}: {len(work)} model x bench pairs to grade")
+        pairs = _order_check_work(ls, store, judge, built, llm_benches, gen_key)
+        if work or pairs:  # the judge is started only when it has something to grade
+            say(f"judge {judge.id}: {len(work)} model x bench pairs to grade"
+                + (f", {len(pairs)} order checks" if pairs else ""))
             with judge.backend:
                 for bench, b, n in work:
                     progress.phase(f"judge {b.name} · {bench.name}", n)
                     tally(judge_single_into_store(store, judge, b.hash, bench.name, bench.questions, gen_key,
                                                   repeats=ls.suite.judge.repeats, run_id=run_id,
                                                   on_done=progress.advance))
+                for bench, qs, b, base, n in pairs:
+                    progress.phase(f"order check {b.name} vs {base.name} · {bench.name}", n)
+                    tally(judge_pairs_into_store(store, judge, b.hash, base.hash, bench.name, qs, gen_key,
+                                                 run_id=run_id, on_done=progress.advance))
     if counts["errors"]:
         raise FusevalError(f"{counts['errors']} judgments could not be asked (the judge failed); run the suite "
                            "again to retry them")
     return {"counts": counts, "judges": judges}
+
+
+def _order_check_work(ls: LoadedSuite, store: Store, judge, built: list[Built], benches: list[Bench],
+                      gen_key: str) -> list[tuple]:
+    """(bench, questions, candidate, baseline, pending) for judge.order_check: each candidate against the first
+    baseline, both orders, on the first N questions of each LLM-judged bench (spread over its categories)."""
+    from harness.formats.questions import take_spread
+    from harness.run.evaluate import pending_pairs
+
+    n_q = ls.suite.judge.order_check
+    base = next((b for b in built if b.role == "baseline"), None)
+    if not n_q or base is None:
+        return []
+    out = []
+    for bench in benches:
+        qs = take_spread(bench.questions, n_q)
+        for b in built:
+            if b.role == "candidate" and (n := pending_pairs(store, judge, b.hash, base.hash, bench.name, qs, gen_key)):
+                out.append((bench, qs, b, base, n))
+    return out
 
 
 def _llm_judge(ls: LoadedSuite, store: Store, workspace: Path):

@@ -131,6 +131,10 @@ class JudgeSpec(_Strict):
     name: str | None = Field(None, description="Name of the judge in judgments.")
     structured: bool | None = Field(None, description="Schema-constrained JSON verdicts (default: where possible).")
     repeats: int = Field(1, ge=1, description="Judgments per answer turn.")
+    order_check: int = Field(0, ge=0, description="On this many questions of each LLM-judged bench, also judge "
+                                                  "each candidate's answers against the first baseline's in both "
+                                                  "orders: how often the verdict flips with the order (the "
+                                                  "report's judge reliability).")
     max_new_tokens: int = Field(1024, ge=1)
     temperature: float = Field(0.0, ge=0)
     note: str | None = Field(None, description="A caveat printed beside this judge's scores.")

@@ -31,7 +31,7 @@ def reduced_suite(world, judge_dir) -> dict:
         "benchmarks": [{"questions": "zoo", "limit": 10}, {"questions": "general", "limit": 2, "judge": "llm"},
                        {"lmeval": ["fuseval_zoo"], "limit": 2}],
         "backend": {"kind": "transformers"},
-        "judge": {"model": str(judge_dir), "backend": "transformers", "max_new_tokens": 8,
+        "judge": {"model": str(judge_dir), "backend": "transformers", "max_new_tokens": 8, "order_check": 1,
                   "note": "pipeline check: a tiny judge"},
         "generation": {"max_new_tokens": 16},
         "gate": {"baseline": "pivot", "margin": 0.05},
@@ -80,6 +80,8 @@ def test_suite_runs_reports_gates_and_resumes(world, judge_dir, tmp_path):
     assert re.search(r"\| fused-varm@s0 \| fuseval\\_zoo \| \d\.\d\d \(\d\.\d\d to \d\.\d\d\) \|", md)  # lm-eval
     answers, judgments, metrics = _count(db, "answers"), _count(db, "judgments"), _count(db, "metrics")
     assert answers == 9 * 12 and metrics > 9  # 9 models x (10 zoo + 2 general questions); lm-eval per model
+    with sqlite3.connect(db) as con:  # judge.order_check: 1 general question, 2 turns, 6 candidates vs pivot
+        assert con.execute("SELECT count(*) FROM judgments WHERE kind='pair'").fetchone()[0] == 6 * 2
     r = fuseval("run", suite, "--workspace", ws, "--store", db)
     assert r.returncode == 0, r.stderr[-3000:]
     assert (_count(db, "answers"), _count(db, "judgments"), _count(db, "metrics")) == (answers, judgments, metrics)
@@ -145,11 +147,12 @@ def test_grid_expansion_names_and_types(world, judge_dir, tmp_path):
     assert ls.roles["pivot"] == "baseline" and ls.roles["ties-d0.3-w1"] == "candidate"
 
 
-@pytest.mark.parametrize("name", ["demo", "demo-known-effect", "nightly", "ablation", "ci-gate"])
+@pytest.mark.parametrize("name", ["demo", "demo-known-effect", "nightly", "ablation", "ci-gate", "real-teacher",
+                                  "real-cpu"])
 def test_example_suites_validate(name, monkeypatch, tmp_path):
     from harness.run.demo import SUITE
 
-    for var in ("FUSEVAL_WORLD", "FUSEVAL_JUDGE", "MODELS", "FUSEVAL_MODELS"):
+    for var in ("FUSEVAL_WORLD", "FUSEVAL_JUDGE", "MODELS", "FUSEVAL_MODELS", "FUSEVAL_REAL"):
         monkeypatch.setenv(var, str(tmp_path))
     ls = load_suite(SUITE.parent / f"{name}.yml")
     assert ls.models and ls.benches
