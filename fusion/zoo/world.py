@@ -84,6 +84,11 @@ class WorldSpec(BaseModel):
         default_factory=dict, description="Real chat models from the registry assets as further sources (not "
                                           "trained here), each with the domains the fusion data gives it")
 
+    @property
+    def real_domains(self) -> set[str]:
+        """The domains the fusion data gives the real sources."""
+        return {d for v in self.real_sources.values() for d in v}
+
     def key(self) -> str:
         d = self.model_dump()
         for late, default in (("fusion_answers", "noisy"), ("real_sources", {})):
@@ -205,7 +210,7 @@ def build_world(root: str | Path, spec: WorldSpec | None = None, progress: bool 
         write_fuse_recipe(out, spec)
         return out
     all_domains = sorted({d for m in [spec.pivot, *spec.sources] for d in m.domains + m.light_domains}
-                         | {d for v in spec.real_sources.values() for d in v})
+                         | spec.real_domains)
     texts = D.corpus(all_domains, 400, seed=spec.seed)
     with atomic_output_dir(out, force=True) as tmp:
         summaries = {}
@@ -215,8 +220,7 @@ def build_world(root: str | Path, spec: WorldSpec | None = None, progress: bool 
             summaries[m.name].pop("losses")
         for name in spec.real_sources:
             real_source(name, tmp / name)
-        source_domains = {d for s in spec.sources for d in s.domains} | {d for v in spec.real_sources.values()
-                                                                         for d in v}
+        source_domains = {d for s in spec.sources for d in s.domains} | spec.real_domains
         fusion = [c for d in all_domains for c in D.generate(
             d, spec.fusion_per_domain, spec.seed + 1000, "train",
             noise=spec.fusion_noise if d in source_domains else 0.0)]

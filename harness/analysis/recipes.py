@@ -18,7 +18,7 @@ import pandas as pd
 from fusion.common.errors import FusevalError
 from harness.analysis import stats
 from harness.analysis.summary import paired_rows
-from harness.analysis.wording import baseline_answer, gate_sentence, recipe_answer, seed_caveat
+from harness.analysis.wording import gate_sentence, recipe_answer, seed_caveat
 from reports.data import Decision, Gate, Ranked, Verdict
 
 METHOD = ("Each recipe's seeds are combined: per seed, candidate − baseline on the same questions (a trained "
@@ -140,9 +140,9 @@ def decide(df: pd.DataFrame, config: dict, bench: str, judge: str, gate: dict | 
     ranking = _ranking(df, judge, {n: recipes[n] for n in cands}, level, n_boot)
     control = next((b for b in bases if recipes[b][0]["seed"] is not None), None)
     fused = any(m.get("kind") == "fuse" for n in cands for m in recipes[n])
-    answer = (recipe_answer(verdicts, control, margin) if fused or control
-              else baseline_answer(verdicts, gate_base or (bases[0] if bases else None), margin))
-    return Decision(bench, judge, level, margin, gate_base, bases, verdicts, ranking, answer, METHOD)
+    base = None if fused or control else gate_base or next(iter(bases), None)  # no fusion: against the baseline
+    return Decision(bench, judge, level, margin, gate_base, bases, verdicts, ranking,
+                    recipe_answer(verdicts, control, margin, base), METHOD)
 
 
 def _ranking(df: pd.DataFrame, judge: str, recipes: dict[str, list[dict]], level: float,

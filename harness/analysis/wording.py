@@ -117,47 +117,35 @@ def _est(v: Verdict) -> str:
     return f"{fmt_estimate((v.diff, v.low, v.high), signed=True, level=v.level)}{seeds}"
 
 
-def baseline_answer(verdicts: list[Verdict], base: str | None, margin: float | None) -> str:
-    """One plain sentence for a run without fusion: did any recipe beat the baseline (the gate's, else the first)?"""
-    vb = [v for v in verdicts if v.baseline == base]
-    if not vb:
-        return f"No recipe shares judged questions with the baseline ({base}): no answer."
-    best = _best(vb)
-    if margin is None:
-        return f"Against {base}, the best recipe, {best.recipe}, is {_est(best)} (the suite sets no margin)."
-    m = fmt_number(margin)
-    improved = [v.recipe for v in vb if v.outcome == "improved"]
-    if improved:
-        return (f"Yes: {', '.join(improved)} beat{'s' if len(improved) == 1 else ''} {base} by more than the margin "
-                f"±{m}; the best, {best.recipe}, by {_est(best)}.")
-    return (f"Not shown: no recipe beats {base} by more than ±{m} with this many questions and seeds; the best, "
-            f"{best.recipe}, is {_est(best)}.")
-
-
-def recipe_answer(verdicts: list[Verdict], control: str | None, margin: float | None) -> str:
-    """One plain sentence: did the teachers help beyond gold-label training (the control)?"""
-    if control is None:
+def recipe_answer(verdicts: list[Verdict], control: str | None, margin: float | None,
+                  base: str | None = None) -> str:
+    """One plain sentence: did the teachers help beyond gold-label training (the control)? A run without
+    fusion passes `base` instead (its gate's baseline): did any recipe beat it?"""
+    if control is None and base is None:
         return ("This run has no gold-label control, so it cannot tell whether the teachers helped beyond "
                 "training on the same data.")
-    vc = [v for v in verdicts if v.baseline == control]
+    ref = f"gold-label training ({control})" if control else str(base)
+    vc = [v for v in verdicts if v.baseline == (control or base)]
     if not vc:
-        return f"No recipe shares judged questions with the gold-label control ({control}): no answer."
+        return (f"No recipe shares judged questions with the "
+                f"{f'gold-label control ({control})' if control else f'baseline ({base})'}: no answer.")
     best = _best(vc)
     if margin is None:
         side = ("lies above zero" if best.low > 0 else "lies below zero" if best.high < 0 else "covers zero")
-        return (f"Against gold-label training ({control}), the best recipe, {best.recipe}, is {_est(best)}; "
+        return (f"Against {ref}, the best recipe, {best.recipe}, is {_est(best)}; "
                 f"its interval {side} (the suite sets no margin, so nothing is decided).")
     m = fmt_number(margin)
     improved = [v for v in vc if v.outcome == "improved"]
     if improved:
         names = ", ".join(v.recipe for v in improved)
-        return (f"Yes: {names} beat{'s' if len(improved) == 1 else ''} gold-label training ({control}) by more "
+        return (f"Yes: {names} beat{'s' if len(improved) == 1 else ''} {ref} by more "
                 f"than the margin ±{m}; the best, {best.recipe}, by {_est(best)}.")
     if all(v.outcome == "regressed" for v in vc):
-        return (f"No: every recipe is worse than gold-label training ({control}) by more than the margin ±{m}; "
+        return (f"No: every recipe is worse than {ref} by more than the margin ±{m}; "
                 f"the closest, {best.recipe}, is {_est(best)}.")
     if all(v.outcome in ("equivalent", "regressed") for v in vc):
-        return (f"No: the teachers add nothing beyond gold-label training ({control}) at the margin ±{m}; "
+        nothing = f"the teachers add nothing beyond {ref}" if control else f"no recipe improves on {ref}"
+        return (f"No: {nothing} at the margin ±{m}; "
                 f"the best recipe, {best.recipe}, is {_est(best)}, within the margin.")
-    return (f"Not shown: no recipe beats gold-label training ({control}) by more than ±{m} with this many "
+    return (f"Not shown: no recipe beats {ref} by more than ±{m} with this many "
             f"questions and seeds; the best, {best.recipe}, is {_est(best)}.")

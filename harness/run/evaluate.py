@@ -92,8 +92,7 @@ def judge_single_into_store(store: Store, judge: Judge, model_hash: str, bench: 
 def pending_single(store: Store, judge: Judge, model_hash: str, bench: str, questions: list[Question],
                    gen_key: str | None = None, repeats: int = 1) -> int:
     """How many judgments `judge_single_into_store` would ask for (nothing is started or asked)."""
-    units = _single_units(store, judge, model_hash, bench, questions, gen_key, repeats)
-    return len(units) - len(store.judged(r.jkey for r, _ in units))
+    return _pending(store, _single_units(store, judge, model_hash, bench, questions, gen_key, repeats))
 
 
 def _pair_units(store: Store, judge, model_a: str, model_b: str, bench: str, questions: list[Question],
@@ -127,7 +126,11 @@ def judge_pairs_into_store(store: Store, judge, model_a: str, model_b: str, benc
 def pending_pairs(store: Store, judge, model_a: str, model_b: str, bench: str, questions: list[Question],
                   gen_key: str | None = None, repeats: int = 1) -> int:
     """How many judgments `judge_pairs_into_store` would ask for (nothing is started or asked)."""
-    units = _pair_units(store, judge, model_a, model_b, bench, questions, gen_key, repeats)
+    return _pending(store, _pair_units(store, judge, model_a, model_b, bench, questions, gen_key, repeats))
+
+
+def _pending(store: Store, units: list) -> int:
+    """How many of these judgment units the store does not hold yet."""
     return len(units) - len(store.judged(r.jkey for r, _ in units))
 
 

@@ -145,13 +145,13 @@ def test_method_table_shows_the_teachers_share_from_the_fusions_report(tmp_path)
 
 
 def test_a_run_without_fusion_is_answered_against_its_baseline_not_the_teachers():
-    from harness.analysis.wording import baseline_answer
+    from harness.analysis.wording import recipe_answer
     from reports.data import Verdict
 
     vs = [Verdict("ties", "base", 0.5, 0.39, 0.61, 0.9, 1, 50, "improved"),
           Verdict("linear", "base", 0.04, -0.02, 0.10, 0.9, 1, 50, "inconclusive")]
-    text = baseline_answer(vs, "base", 0.05)
+    text = recipe_answer(vs, None, 0.05, base="base")
     assert text.startswith("Yes: ties beats base by more than the margin ±0.05") and "teacher" not in text
-    text = baseline_answer(vs[1:], "base", 0.05)
+    text = recipe_answer(vs[1:], None, 0.05, base="base")
     assert text.startswith("Not shown: no recipe beats base by more than ±0.05") and "linear" in text
-    assert "no answer" in baseline_answer(vs, "other", 0.05)
+    assert "no answer" in recipe_answer(vs, None, 0.05, base="other")
