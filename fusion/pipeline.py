@@ -7,8 +7,15 @@ tokens, combined per example by the fusion function, and the pivot is trained on
 Stage 2: the targets are merged in parameter space (varm by default) with the pivot as base.
 Control: the pivot trained on the same data for the same steps with gold labels only (λ = 1).
 
-Output (per seed s): seed-s/target-<source>/, seed-s/merged/, seed-s/control/, each a Hugging
-Face checkpoint with its tokenizer and `fuseval_recipe.yml`; teachers/<model>/ holds the sparse
+`stage1: joint` fuses FuseLLM's way instead: one target, target-joint, trained on the fusion function
+over the pivot and every source at once, and no stage 2. Parameter merging assumes targets that are
+light fine-tunes of the pivot; where stage 1 has to teach whole skills (the known-effect world: weight
+moves of 70-75% of the pivot's norm), a merge of targets that learned different skills keeps neither,
+and the joint target is the fused model that keeps them.
+
+Output (per seed s): seed-s/target-<source>/ (joint: seed-s/target-joint/), seed-s/merged/ (pairwise
+only), seed-s/control/, each a Hugging Face checkpoint with its tokenizer and `fuseval_recipe.yml`;
+`fused_output(cfg)` names the end product. teachers/<model>/ holds the sparse
 teacher records; fuse_report.json the mechanism (which model the fusion function picked, per
 domain, and the share of response tokens whose distribution was transferred) and the training
 summaries.
@@ -77,12 +84,35 @@ class FuseConfig(BaseModel):
     pivot: str = Field(description="The pivot/target model directory (its architecture and tokenizer are kept).")
     sources: list[str] = Field(min_length=1, description="Source model directories (any architecture/tokenizer).")
     data: str = Field(description="Fusion training conversations (jsonl with 'messages').")
+    stage1: Literal["pairwise", "joint"] = Field(
+        "pairwise", description="pairwise (FuseChat): a target per source, fused from the pivot and that source, "
+                                "then merged in stage 2; joint (FuseLLM): one target fused from the pivot and every "
+                                "source at once, and no stage 2.")
     fusion: FusionParams = FusionParams()
     train: TrainConfig = TrainConfig()
     merge: MergeStage = MergeStage()
     seeds: list[int] = Field(default=[0], min_length=1, description="Training seeds; each gives targets, merge and "
                                                                     "control.")
     control: bool = Field(True, description="Also train the gold-only control (λ = 1).")
+
+
+JOINT = "joint"  # the joint target's name: target-joint
+
+
+def target_names(cfg: FuseConfig) -> list[str]:
+    """The stage-1 targets' names (their directories are target-<name>)."""
+    return [JOINT] if cfg.stage1 == "joint" else [Path(s).name for s in cfg.sources]
+
+
+def fused_output(cfg: FuseConfig) -> str:
+    """The directory (under seed-s/) of the recipe's fused model: the stage-2 merge, or the joint target."""
+    return f"target-{JOINT}" if cfg.stage1 == "joint" else "merged"
+
+
+def fuse_outputs(cfg: FuseConfig) -> list[str]:
+    """Every directory a finished seed holds."""
+    targets = [f"target-{n}" for n in target_names(cfg)]
+    return targets + (["merged"] if cfg.stage1 == "pairwise" else []) + (["control"] if cfg.control else [])
 
 
 def load_fuse_config(path: str | Path) -> FuseConfig:
@@ -217,29 +247,33 @@ def run_fuse(cfg: FuseConfig, out_dir: str | Path, progress: bool = False) -> di
         raise FusevalError(f"{cfg.data}: no conversations")
     kw = dict(top_k=cfg.fusion.top_k, backend=cfg.fusion.backend, batch_size=cfg.fusion.batch_size)
     names = [Path(s).name for s in cfg.sources]
-    if len(set(names)) != len(names) or "pivot" in names:
-        raise FusevalError("source directories need distinct names other than 'pivot'")
+    if len(set(names)) != len(names) or "pivot" in names or JOINT in names:
+        raise FusevalError(f"source directories need distinct names other than 'pivot' and '{JOINT}'")
     out.mkdir(parents=True, exist_ok=True)  # only once the inputs are known to be usable
     p_store = extract_teachers(pivot, convs, out / "teachers" / "pivot", **kw)
     s_stores = [extract_teachers(Path(s), convs, out / "teachers" / n, **kw) for s, n in zip(cfg.sources, names)]
     report: dict = {"config": cfg.model_dump(), "stage1": {}, "runs": {}}
+    sources = [(Path(s), store) for s, store in zip(cfg.sources, s_stores)]
+    # target name -> the sources fused into the pivot for it
+    plan = {JOINT: sources} if cfg.stage1 == "joint" else {n: [src] for n, src in zip(names, sources)}
     stage1 = {}
-    for s, n, store in zip(cfg.sources, names, s_stores):
-        examples, stats = fused_examples(convs, pivot, p_store, [(Path(s), store)], cfg.fusion, out / "teachers")
-        stage1[n] = examples
-        report["stage1"][n] = stats
+    for n, fused_sources in plan.items():
+        stage1[n], report["stage1"][n] = fused_examples(convs, pivot, p_store, fused_sources, cfg.fusion,
+                                                        out / "teachers")
     for seed in cfg.seeds:
         run: dict = {}
         tcfg = cfg.train.model_copy(update={"seed": seed})
         targets = []
-        for n in names:
+        for n in plan:
             dest = out / f"seed-{seed}" / f"target-{n}"
             recipe = {"fuseval": "fusion stage 1", "pivot": str(pivot), "source": n, "seed": seed,
                       "fusion": cfg.fusion.model_dump(), "train": tcfg.model_dump()}
+            if n == JOINT:
+                recipe |= {"fuseval": "fusion stage 1, joint (no stage 2)", "sources": names}
             run[f"target-{n}"] = _train_from(pivot, stage1[n], tcfg, dest, recipe, progress)
             targets.append(dest)
         merged = out / f"seed-{seed}" / "merged"
-        if not (merged / "fuseval_recipe.yml").exists():
+        if cfg.stage1 == "pairwise" and not (merged / "fuseval_recipe.yml").exists():
             mcfg = parse_merge_config({"merge_method": cfg.merge.method, "base_model": str(pivot),
                                        "models": [{"model": str(t)} for t in targets],
                                        "parameters": cfg.merge.parameters, "dtype": "float32", "seed": seed})

@@ -139,7 +139,8 @@ def teacher_share_fact(config: dict) -> str | None:
     for rep in reports.values():
         for source, st in rep.get("stage1", {}).items():
             shares = {d: v for d, v in st.get("teacher_token_share", {}).items() if v > 0}
-            parts.append(f"{source}: " + (", ".join(f"{d} {v:.0%}" for d, v in shares.items()) or "none"))
+            label = "every source (joint)" if source == "joint" else source
+            parts.append(f"{label}: " + (", ".join(f"{d} {v:.0%}" for d, v in shares.items()) or "none"))
     if not parts:
         return None
     return ("share of the fusion data's response tokens whose target came from the source rather than the pivot, "

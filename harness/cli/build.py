@@ -61,7 +61,8 @@ def fuse(
     config: Path = typer.Argument(..., help="Fusion recipe (YAML: pivot, sources, data, fusion, train, merge, seeds)."),
     out_dir: Path = typer.Argument(..., help="Directory for teachers, targets, merges, controls and fuse_report.json."),
 ) -> None:
-    """FuseChat: fuse each source into the pivot (stage 1), merge the targets (stage 2), train the control."""
+    """FuseChat: fuse each source into the pivot (stage 1), merge the targets (stage 2), train the control
+    (stage1: joint fuses every source at once into one target, FuseLLM's way, with no stage 2)."""
     from fusion.pipeline import load_fuse_config, run_fuse
 
     cfg = load_fuse_config(config)
@@ -69,7 +70,8 @@ def fuse(
     for name, st in report["stage1"].items():
         picks = ", ".join(f"{d}: {dict(c)}" for d, c in st["picked"].items())
         taught = ", ".join(f"{d} {v:.0%}" for d, v in st["teacher_token_share"].items())
+        by = "the sources" if cfg.stage1 == "joint" else name
         console.print(f"stage 1 {name}: transferred {st['transferred_share']:.0%} of response tokens; picked {picks}; "
-                      f"tokens taught by {name}: {taught}")
+                      f"tokens taught by {by}: {taught}")
     written = sorted(p.name for p in Path(out_dir).iterdir() if not p.name.startswith("."))
     console.print(f"wrote {out_dir}: " + ", ".join(written))

@@ -125,9 +125,11 @@ def _fuse(store: Store, m: ModelSpec, where: str, ls: LoadedSuite, workspace: Pa
     """(seed, model directory, recipe) for each seed of a fuse candidate."""
     from fusion.merge.config import parse_merge_config
     from fusion.merge.engine import run_merge
-    from fusion.pipeline import run_fuse
+    from fusion.pipeline import fuse_outputs, fused_output, run_fuse
 
     cfg = _fuse_config(m, where, ls.path, ls.suite.seeds)
+    if m.fuse_merge and cfg.stage1 == "joint":
+        raise FusevalError(f"{where}: fuse_merge needs stage1: pairwise (a joint recipe has one target, no stage 2)")
     for d in [cfg.pivot, *cfg.sources]:
         if not Path(d).is_dir():
             raise FusevalError(f"{where}: fuse model {d}: no such model directory")
@@ -139,10 +141,12 @@ def _fuse(store: Store, m: ModelSpec, where: str, ls: LoadedSuite, workspace: Pa
     # name the targets), not where the files are. Seeds are left out: each seed's outputs live in their own
     # seed-N folder, so adding a seed trains only that seed.
     training = cfg.model_dump(mode="json", exclude={"merge", "seeds", "pivot", "sources", "data"})
+    if training["stage1"] == "pairwise":
+        del training["stage1"]  # came later: pairwise recipes keep their keys
     key = digest("fuse", training, [store.model_hash(p) for p in [cfg.pivot, *cfg.sources]],
                  [Path(p).name for p in cfg.sources], store.file_sha(Path(cfg.data)))[:12]
     out = workspace / "fused" / key
-    outputs = [f"target-{Path(s).name}" for s in cfg.sources] + ["merged"] + (["control"] if cfg.control else [])
+    outputs = fuse_outputs(cfg)
     missing = [seed for seed in cfg.seeds if not all((out / f"seed-{seed}" / o / "config.json").exists()
                                                     for o in outputs)]
     if key not in done and missing:
@@ -151,7 +155,7 @@ def _fuse(store: Store, m: ModelSpec, where: str, ls: LoadedSuite, workspace: Pa
         done[key] = out
     models = []
     for seed in cfg.seeds:
-        src = out / f"seed-{seed}" / m.output
+        src = out / f"seed-{seed}" / (fused_output(cfg) if m.output == "merged" else m.output)
         if m.output == "merged" and m.fuse_merge:
             targets = sorted((out / f"seed-{seed}").glob("target-*"))
             method = m.fuse_merge.get("method", "varm")

@@ -57,6 +57,7 @@ def run_demo(workspace: Path, console: Console, backend: str | None = None, seed
     """Build each world, run its suite, write the reports, end with both verdicts; returns the last run's id."""
     from fusion import zoo
     from fusion.common.configfile import read_yaml
+    from harness.formats.zoo import write_world_bench
     from harness.run.session import aa_check, run_with_report
     from harness.run.suite import load_suite
     from harness.ui import quiet_libraries
@@ -72,6 +73,7 @@ def run_demo(workspace: Path, console: Console, backend: str | None = None, seed
     for name in chosen:
         console.print(Text.assemble((f"world {name}", "bold"), f": {WORLD_NOTES[name]}"))
         world = zoo.build_world(workspace / "world", zoo.WORLDS[name]())
+        write_world_bench(world)  # its test set, the positive control's bench
         os.environ["FUSEVAL_WORLD"] = str(world.resolve())
         if name == "default":
             os.environ["FUSEVAL_JUDGE"] = str(tiny_judge(world, workspace / "tiny-judge").resolve())

@@ -59,7 +59,8 @@ class ModelSpec(_Strict):
                                                 "for the openai backend).")
     merge: str | dict[str, Any] | None = Field(None, description="A merge recipe: a YAML path or the mapping itself.")
     fuse: str | dict[str, Any] | None = Field(None, description="A fusion recipe (fuse.yml path or mapping).")
-    output: str = Field("merged", description="fuse: merged, control, pivot or target-<source>.")
+    output: str = Field("merged", description="fuse: merged (the recipe's fused model: the stage-2 merge, or "
+                                               "a joint recipe's one target), control, pivot or target-<source>.")
     fuse_merge: dict[str, Any] | None = Field(None, description="fuse: stage-2 merge override {method, parameters}; "
                                                                 "the targets are reused, weighted 1/n where the "
                                                                 "method takes weights.")

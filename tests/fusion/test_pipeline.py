@@ -169,3 +169,33 @@ def test_rerun_with_another_recipe_is_refused(micro):
     cfg["train"]["lr"] = 0.123
     with pytest.raises(FusevalError, match="another recipe"):
         run_fuse(FuseConfig.model_validate(cfg), out)
+
+
+def test_joint_stage1_fuses_every_source_into_one_target_without_a_merge(micro):
+    """stage1: joint (FuseLLM's way): one target whose examples take min_ce over the pivot and every source at
+    once, the picks matching an independent argmin of the stored CEs; no stage-2 merge; the control as before."""
+    from fusion.pipeline import fuse_outputs, fused_output
+
+    world, out, _ = micro
+    cfg = _cfg(world).model_copy(update={"stage1": "joint"})
+    assert fuse_outputs(cfg) == ["target-joint", "control"] and fused_output(cfg) == "target-joint"
+    joint_out = out.parent / "fused-joint"
+    report = run_fuse(cfg, joint_out)
+    seed = joint_out / "seed-0"
+    assert sorted(p.name for p in seed.iterdir() if not p.name.startswith(".")) == ["control", "target-joint"]
+    assert load_tokenizer(seed / "target-joint").get_vocab() == load_tokenizer(world / "pivot").get_vocab()
+    recipe = yaml.safe_load((seed / "target-joint" / "fuseval_recipe.yml").read_text())
+    assert recipe["sources"] == ["source_numbers", "source_records"] and "joint" in recipe["fuseval"]
+    assert list(report["stage1"]) == ["joint"]
+    convs = load_conversations(world / "fusion.jsonl")
+    names = ["pivot", "source_numbers", "source_records"]
+    stores = [TeacherStore(joint_out / "teachers" / n) for n in names]
+    expected: dict[str, dict[str, int]] = {}
+    for c in convs:
+        ces = [s.get(record_key(c)).ce for s in stores]
+        pick = names[int(np.argmin(ces))]
+        expected.setdefault(c.domain, {}).setdefault(pick, 0)
+        expected[c.domain][pick] += 1
+    assert report["stage1"]["joint"]["picked"] == expected
+    with pytest.raises(FusevalError, match="'pivot' and 'joint'"):
+        run_fuse(cfg.model_copy(update={"sources": [str(world / "pivot")]}), out.parent / "bad")

@@ -192,3 +192,28 @@ def test_served_names_on_an_openai_backend_are_not_paths(tmp_path):
     assert ls.suite.judge.model == "Qwen/Qwen2.5-72B-Instruct"
     ls = load_suite(tmp_path / "s.yml", {**data, "backend": {"kind": "transformers"}})
     assert [m.model for m in ls.models] == [str(tmp_path / "meta-llama/Llama-3-8B"), str(tmp_path / "models/merged")]
+
+
+def test_a_joint_fuse_candidate_is_its_one_target(tmp_path):
+    """A fuse candidate whose recipe fuses jointly (stage1: joint) is that recipe's one target; a stage-2
+    override on it is refused in one line naming the candidate."""
+    from fusion import zoo
+    from fusion.common.errors import FusevalError
+    from harness.run.runner import build_models
+    from harness.store import Store
+    from tests.fusion.test_pipeline import _micro
+
+    world = zoo.build_world(tmp_path / "world", _micro())
+    joint = {"fuse": str(world / "fuse.yml"), "fuse_overrides": {"train": {"steps": 2, "batch_size": 4},
+                                                                 "stage1": "joint", "control": False}}
+    data = {"name": "joint", "baselines": [{"name": "pivot", "model": str(world / "pivot")}],
+            "candidates": [{"name": "fused-joint", **joint}], "seeds": [0], "benchmarks": ["zoo"],
+            "backend": {"kind": "transformers"}}
+    with Store(tmp_path / "s.db") as store:
+        built = build_models(load_suite(tmp_path / "s.yml", data), store, tmp_path / "ws", "transformers",
+                             lambda _: None)
+        assert built[1].name == "fused-joint" and built[1].path.endswith("seed-0/target-joint")
+        assert not any((tmp_path / "ws" / "fused").glob("*/seed-0/merged"))
+        data["candidates"][0]["fuse_merge"] = {"method": "ties"}
+        with pytest.raises(FusevalError, match="'fused-joint': fuse_merge needs stage1: pairwise"):
+            build_models(load_suite(tmp_path / "s.yml", data), store, tmp_path / "ws", "transformers", lambda _: None)
