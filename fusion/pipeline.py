@@ -255,7 +255,8 @@ def run_fuse(cfg: FuseConfig, out_dir: str | Path, progress: bool = False) -> di
     report: dict = {"config": cfg.model_dump(), "stage1": {}, "runs": {}}
     sources = [(Path(s), store) for s, store in zip(cfg.sources, s_stores)]
     # target name -> the sources fused into the pivot for it
-    plan = {JOINT: sources} if cfg.stage1 == "joint" else {n: [src] for n, src in zip(names, sources)}
+    groups = [sources] if cfg.stage1 == "joint" else [[src] for src in sources]
+    plan = dict(zip(target_names(cfg), groups))
     stage1 = {}
     for n, fused_sources in plan.items():
         stage1[n], report["stage1"][n] = fused_examples(convs, pivot, p_store, fused_sources, cfg.fusion,
